@@ -1,0 +1,28 @@
+//! The one error type of the broker core, shared by every backend.
+
+/// What went wrong in a broker operation. Front doors map each variant to their own error form
+/// (problem+json over HTTP), so variants name what failed, not which dependency failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("topic `{0}` does not exist")]
+    TopicNotFound(String),
+    #[error("subscription `{0}` does not exist")]
+    SubscriptionNotFound(String),
+    #[error("{kind} `{name}` already exists with different settings")]
+    Conflict { kind: &'static str, name: String },
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl BrokerError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        BrokerError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Mapping between broker messages and log records.
+//!
+//! User attributes become record headers under their own names. Internal fields use header names
+//! starting with ':', which attribute-name validation forbids, so the two can never collide.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use opal_core::{DataEncoding, Message, NewMessage, TopicName};
+use opal_log::{Record, StoredRecord};
+use uuid::Uuid;
+
+use crate::EmbeddedError;
+
+const ID: &str = ":id";
+const ENCODING: &str = ":enc";
+
+pub(crate) fn to_record(message: NewMessage, id: Uuid, timestamp_ms: i64) -> Record {
+    let mut headers = Vec::with_capacity(message.attributes.len() + 2);
+    headers.push((ID.to_owned(), Bytes::copy_from_slice(id.as_bytes())));
+    let encoding: &'static [u8] = match message.encoding {
+        DataEncoding::Json => b"json",
+        DataEncoding::Binary => b"binary",
+    };
+    headers.push((ENCODING.to_owned(), Bytes::from_static(encoding)));
+    headers.extend(
+        message
+            .attributes
+            .into_iter()
+            .map(|(k, v)| (k, Bytes::from(v))),
+    );
+    Record {
+        timestamp_ms,
+        key: message.key.map(Bytes::from),
+        headers,
+        value: message.data,
+    }
+}
+
+pub(crate) fn to_message(
+    topic: &TopicName,
+    partition: u32,
+    stored: StoredRecord,
+) -> Result<Message, EmbeddedError> {
+    let corrupt = |what: &str| {
+        EmbeddedError::CorruptMeta(format!(
+            "record {partition}/{} of topic {topic}: {what}",
+            stored.offset
+        ))
+    };
+    let record = stored.record;
+    let mut id = None;
+    let mut encoding = DataEncoding::Binary;
+    let mut attributes = BTreeMap::new();
+    for (name, value) in record.headers {
+        match name.as_str() {
+            ID => id = Some(Uuid::from_slice(&value).map_err(|_| corrupt("bad id"))?),
+            ENCODING => {
+                encoding = match &value[..] {
+                    b"json" => DataEncoding::Json,
+                    _ => DataEncoding::Binary,
+                }
+            }
+            _ => {
+                let value = String::from_utf8(value.to_vec())
+                    .map_err(|_| corrupt("attribute is not UTF-8"))?;
+                attributes.insert(name, value);
+            }
+        }
+    }
+    let key = match record.key {
+        Some(k) => Some(String::from_utf8(k.to_vec()).map_err(|_| corrupt("key is not UTF-8"))?),
+        None => None,
+    };
+    Ok(Message {
+        id: id.ok_or_else(|| corrupt("missing id"))?,
+        topic: topic.clone(),
+        partition,
+        offset: stored.offset,
+        key,
+        attributes,
+        data: record.value,
+        encoding,
+        publish_time: Timestamp::from_millisecond(record.timestamp_ms)
+            .map_err(|_| corrupt("timestamp out of range"))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_everything() {
+        let topic = TopicName::new("t").unwrap();
+        let new = NewMessage {
+            key: Some("k".into()),
+            attributes: BTreeMap::from([("a".into(), "b".into())]),
+            data: Bytes::from_static(b"[1,2]"),
+            encoding: DataEncoding::Json,
+        };
+        let id = Uuid::now_v7();
+        let record = to_record(new.clone(), id, 1_700_000_000_123);
+        let message = to_message(&topic, 2, StoredRecord { offset: 9, record }).unwrap();
+        assert_eq!(message.id, id);
+        assert_eq!((message.partition, message.offset), (2, 9));
+        assert_eq!(message.key, new.key);
+        assert_eq!(message.attributes, new.attributes);
+        assert_eq!(message.data, new.data);
+        assert_eq!(message.encoding, DataEncoding::Json);
+        assert_eq!(message.publish_time.as_millisecond(), 1_700_000_000_123);
+    }
+}

@@ -1,0 +1,27 @@
+//! Settings of the embedded backend.
+
+use std::path::PathBuf;
+
+use opal_core::Limits;
+use opal_log::FsyncPolicy;
+
+/// Where and how the embedded backend stores data.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub limits: Limits,
+    /// Size at which a partition's active segment is rolled.
+    pub segment_max_bytes: u64,
+}
+
+impl EmbeddedConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            data_dir: data_dir.into(),
+            fsync: FsyncPolicy::Always,
+            limits: Limits::default(),
+            segment_max_bytes: 128 * 1024 * 1024,
+        }
+    }
+}

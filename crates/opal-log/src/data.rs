@@ -1,0 +1,154 @@
+//! Positioned reads of segment data files: a read window and the validating scan used by recovery.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::index::{IndexBuilder, SparseIndex};
+use crate::segment::SegmentMeta;
+
+/// Bytes read at once while scanning a whole segment.
+const SCAN_WINDOW: usize = 1024 * 1024;
+
+/// A span of a data file held in memory. Reads go through it so that many small batches cost
+/// one `pread`, and the batches handed out share its memory instead of being copied.
+#[derive(Debug, Default)]
+pub(crate) struct Window {
+    buf: Bytes,
+    start: u64,
+}
+
+impl Window {
+    /// Bytes `pos..pos + len` of `file`. When they are not in the window, reads from `pos` on
+    /// `max(len, preferred)` bytes, but never past `end` (the caller checked `pos + len <= end`).
+    pub(crate) fn get(
+        &mut self,
+        file: &File,
+        pos: u64,
+        len: usize,
+        preferred: usize,
+        end: u64,
+    ) -> io::Result<Bytes> {
+        let held = self.start..self.start + self.buf.len() as u64;
+        if pos < held.start || pos + len as u64 > held.end {
+            let want = (len.max(preferred) as u64)
+                .min(end.saturating_sub(pos))
+                .max(len as u64);
+            let mut buf = BytesMut::zeroed(want as usize);
+            file.read_exact_at(&mut buf, pos)?;
+            self.buf = buf.freeze();
+            self.start = pos;
+        }
+        let from = (pos - self.start) as usize;
+        Ok(self.buf.slice(from..from + len))
+    }
+}
+
+/// The valid prefix of a data file as found by `scan`.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    pub(crate) meta: SegmentMeta,
+    pub(crate) index: SparseIndex,
+    /// Continues the index for batches appended after the scanned ones.
+    pub(crate) builder: IndexBuilder,
+    /// Where and why the scan stopped before the end of the file.
+    pub(crate) stopped: Option<(u64, &'static str)>,
+}
+
+/// Reads the data file of the segment at `base_offset` from its start, checking every batch
+/// (header, checksum, record structure, contiguous offsets), and indexes the valid prefix.
+/// Memory use is one window, whatever the file size.
+pub(crate) fn scan(
+    file: &File,
+    base_offset: u64,
+    file_len: u64,
+    index_interval: u32,
+) -> io::Result<Scan> {
+    let mut out = Scan {
+        meta: SegmentMeta::empty(base_offset),
+        index: SparseIndex::default(),
+        builder: IndexBuilder::new(index_interval),
+        stopped: None,
+    };
+    let mut window = Window::default();
+    let mut pos = 0u64;
+    while pos < file_len {
+        match next_batch(file, &mut window, pos, file_len, &out.meta) {
+            Ok(header) => {
+                let relative = (header.base_offset - base_offset) as u32;
+                if let Some(entries) = out.builder.on_batch(
+                    relative,
+                    pos as u32,
+                    u64::from(header.len),
+                    header.max_timestamp,
+                ) {
+                    out.index.push(entries);
+                }
+                out.meta.push_batch(
+                    u64::from(header.len),
+                    u64::from(header.record_count),
+                    header.max_timestamp,
+                );
+                pos += u64::from(header.len);
+            }
+            Err(Stop::Invalid(reason)) => {
+                out.stopped = Some((pos, reason));
+                break;
+            }
+            Err(Stop::Io(e)) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+enum Stop {
+    Invalid(&'static str),
+    Io(io::Error),
+}
+
+fn next_batch(
+    file: &File,
+    window: &mut Window,
+    pos: u64,
+    file_len: u64,
+    meta: &SegmentMeta,
+) -> Result<BatchHeader, Stop> {
+    if file_len - pos < HEADER_LEN as u64 {
+        return Err(Stop::Invalid("partial batch header at the end of the file"));
+    }
+    let head = window
+        .get(file, pos, HEADER_LEN, SCAN_WINDOW, file_len)
+        .map_err(Stop::Io)?;
+    let header = BatchHeader::parse(&head).map_err(Stop::Invalid)?;
+    if header.base_offset != meta.next_offset {
+        return Err(Stop::Invalid(
+            "batch base offset does not follow the previous batch",
+        ));
+    }
+    if u64::from(header.len) > file_len - pos {
+        return Err(Stop::Invalid("batch runs past the end of the file"));
+    }
+    if header.next_offset() - meta.base_offset > u64::from(u32::MAX) || pos > u64::from(u32::MAX) {
+        return Err(Stop::Invalid(
+            "batch lies beyond what a segment index can address",
+        ));
+    }
+    let bytes = window
+        .get(file, pos, header.len as usize, SCAN_WINDOW, file_len)
+        .map_err(Stop::Io)?;
+    batch::verify(&bytes).map_err(Stop::Invalid)
+}
+
+/// Creates the empty data file of a new segment and makes its directory entry durable.
+pub(crate) fn create(dir_file: &File, path: &std::path::Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    dir_file.sync_all()?;
+    Ok(file)
+}

@@ -1,0 +1,494 @@
+//! The writer thread: group commit (one write and one `fdatasync` per group of appends), segment
+//! rolls and retention, so that every file change has a single author.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::batch;
+use crate::config::FsyncPolicy;
+use crate::data;
+use crate::deletion;
+use crate::error::{IoContext, LogError, Result};
+use crate::index::{IndexBuilder, OffsetEntry, SparseIndex, TimeEntry};
+use crate::recovery::write_index_files;
+use crate::retention;
+use crate::segment::{DATA_EXT, SegmentMeta, file_path};
+use crate::state::{ActiveSegment, Counters, Shared};
+use crate::types::{Appended, Record};
+
+/// Bytes taken into one group; what arrives beyond waits for the next one, so a flood of
+/// appends cannot grow the buffer or the latency of a group without bound.
+const GROUP_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// Longest wait for the rest of a group under `Always`, however slow the disk.
+const MAX_GATHER_WAIT: Duration = Duration::from_micros(500);
+
+pub(crate) struct AppendRequest {
+    pub(crate) records: Vec<Record>,
+    /// Checked against `max_batch_bytes` by the caller.
+    pub(crate) encoded_len: u64,
+    pub(crate) reply: oneshot::Sender<Result<Appended>>,
+}
+
+pub(crate) enum Command {
+    Append(AppendRequest),
+    Roll(SyncSender<Result<()>>),
+    Retention {
+        now_ms: i64,
+        reply: SyncSender<Result<usize>>,
+    },
+    Close(SyncSender<Result<()>>),
+    /// The last handle was dropped without `close`.
+    Shutdown,
+}
+
+/// The writer's view of the active segment. It runs ahead of the shared view by the batches
+/// that are encoded or written but not yet visible to readers.
+struct Tail {
+    path: PathBuf,
+    file: Arc<File>,
+    meta: SegmentMeta,
+    /// Bytes already written to the file; the rest of `meta.size` is in the group buffer.
+    written: u64,
+    builder: IndexBuilder,
+    /// Index entries of batches not yet visible.
+    pending: Vec<(OffsetEntry, TimeEntry)>,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    commands: Receiver<Command>,
+    dir_file: File,
+    /// Keeps the directory lock until the thread ends.
+    _lock: File,
+    tail: Tail,
+    /// Encoded batches of the current group, reused across groups.
+    buf: Vec<u8>,
+    group: Vec<AppendRequest>,
+    answers: Vec<(oneshot::Sender<Result<Appended>>, Appended)>,
+    /// A command taken while gathering a group that belongs after it.
+    carry: Option<Command>,
+    unsynced: bool,
+    last_sync: Instant,
+    /// How long the last `fdatasync` took: the scale of a worthwhile wait for a fuller group.
+    sync_time: Duration,
+    /// Appends in the last group: how many appenders are likely to come back together.
+    last_group: usize,
+    failed: bool,
+}
+
+impl Writer {
+    /// `meta` and `builder` describe the active segment as recovery left it, in `file`.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        commands: Receiver<Command>,
+        (lock, dir_file): (File, File),
+        meta: SegmentMeta,
+        builder: IndexBuilder,
+        file: Arc<File>,
+    ) -> Self {
+        let tail = Tail {
+            path: file_path(&shared.dir, meta.base_offset, DATA_EXT),
+            file,
+            meta,
+            written: meta.size,
+            builder,
+            pending: Vec::new(),
+        };
+        Writer {
+            shared,
+            commands,
+            dir_file,
+            _lock: lock,
+            tail,
+            buf: Vec::new(),
+            group: Vec::new(),
+            answers: Vec::new(),
+            carry: None,
+            unsynced: false,
+            last_sync: Instant::now(),
+            sync_time: Duration::ZERO,
+            last_group: 0,
+            failed: false,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        while let Some(command) = self.next_command() {
+            match command {
+                Command::Append(first) => self.append_group(first),
+                Command::Roll(reply) => {
+                    let result = self.unless_failed(Self::roll);
+                    let _ = reply.send(result);
+                }
+                Command::Retention { now_ms, reply } => {
+                    let result = self.unless_failed(|w| w.enforce_retention(now_ms));
+                    let _ = reply.send(result);
+                }
+                Command::Close(reply) => {
+                    let _ = reply.send(self.finish());
+                    return;
+                }
+                Command::Shutdown => break,
+            }
+        }
+        let _ = self.finish();
+    }
+
+    /// The next command, syncing on time under `Interval` while idle. `None` once every handle
+    /// is gone.
+    fn next_command(&mut self) -> Option<Command> {
+        if let Some(command) = self.carry.take() {
+            return Some(command);
+        }
+        if let Some(command) = self.poll_for_returning_appenders() {
+            return Some(command);
+        }
+        loop {
+            let FsyncPolicy::Interval(every) = self.shared.config.fsync else {
+                return self.commands.recv().ok();
+            };
+            if !self.unsynced || self.failed {
+                return self.commands.recv().ok();
+            }
+            let wait = (self.last_sync + every).saturating_duration_since(Instant::now());
+            match self.commands.recv_timeout(wait) {
+                Ok(command) => return Some(command),
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.sync();
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Under `Always`, the appenders of a group come back right after their answers. Polling
+    /// for them briefly instead of parking spares each group a thread wake-up on its critical
+    /// path; `yield_now` hands the core to them meanwhile. Bounded like the gather wait.
+    fn poll_for_returning_appenders(&mut self) -> Option<Command> {
+        if self.shared.config.fsync != FsyncPolicy::Always || self.last_group < 2 {
+            return None;
+        }
+        let deadline = Instant::now() + self.gather_wait();
+        loop {
+            match self.commands.try_recv() {
+                Ok(command) => return Some(command),
+                Err(TryRecvError::Empty) if Instant::now() < deadline => std::thread::yield_now(),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// A wait for more appends is worth at most half an fsync: longer, and the disk would idle
+    /// more than the wait saves.
+    fn gather_wait(&self) -> Duration {
+        (self.sync_time / 2).min(MAX_GATHER_WAIT)
+    }
+
+    fn unless_failed<T>(&mut self, op: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        match self.shared.failure() {
+            Some(err) => Err(err),
+            None => op(self),
+        }
+    }
+
+    /// Gathers what is queued behind `first` and commits it as one group.
+    fn append_group(&mut self, first: AppendRequest) {
+        let mut bytes = first.encoded_len;
+        let mut group = std::mem::take(&mut self.group);
+        group.push(first);
+        while bytes < GROUP_MAX_BYTES {
+            match self.commands.try_recv() {
+                Ok(command) => {
+                    if !self.join_group(command, &mut group, &mut bytes) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        // Appenders answered together come back together, tens of microseconds apart. Taking
+        // only the first arrivals would split them into a small group and a large one behind it
+        // (measured: 8.6 appends per fsync with 16 appenders); waiting briefly for as many as
+        // last time lets one fsync serve them all. When appenders leave, the wait times out once
+        // and the target shrinks to what came.
+        if self.shared.config.fsync == FsyncPolicy::Always && group.len() < self.last_group {
+            let deadline = Instant::now() + self.gather_wait();
+            while group.len() < self.last_group && bytes < GROUP_MAX_BYTES {
+                match self.commands.try_recv() {
+                    Ok(command) => {
+                        if !self.join_group(command, &mut group, &mut bytes) {
+                            break;
+                        }
+                    }
+                    // Polling rather than parking: each arrival would otherwise cost the
+                    // sender a wake-up call and the writer a context switch.
+                    Err(TryRecvError::Empty) if Instant::now() < deadline => {
+                        std::thread::yield_now()
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        self.last_group = group.len();
+        for request in group.drain(..) {
+            if let Some(err) = self.shared.failure() {
+                let _ = request.reply.send(Err(err));
+                continue;
+            }
+            let records = request.records.len() as u64;
+            let max_ts = batch::max_timestamp(&request.records);
+            let config = &self.shared.config;
+            let roll =
+                self.tail
+                    .meta
+                    .is_full(request.encoded_len, records, config.segment_max_bytes)
+                    || self
+                        .tail
+                        .meta
+                        .is_roll_due(max_ts, config.segment_max_age_ms());
+            if roll && let Err(err) = self.roll() {
+                let _ = request.reply.send(Err(err));
+                continue;
+            }
+            self.stage(request, max_ts);
+        }
+        self.group = group;
+        // A failure has already been reported to every staged append.
+        let _ = self.commit();
+    }
+
+    /// Adds an append to the group if it fits; anything else waits in `carry` for after the
+    /// group. Returns whether to keep gathering.
+    fn join_group(
+        &mut self,
+        command: Command,
+        group: &mut Vec<AppendRequest>,
+        bytes: &mut u64,
+    ) -> bool {
+        match command {
+            Command::Append(request) if *bytes + request.encoded_len <= GROUP_MAX_BYTES => {
+                *bytes += request.encoded_len;
+                group.push(request);
+                true
+            }
+            other => {
+                self.carry = Some(other);
+                false
+            }
+        }
+    }
+
+    /// Encodes one append as one batch into the group buffer.
+    fn stage(&mut self, request: AppendRequest, max_ts: i64) {
+        let tail = &mut self.tail;
+        let base = tail.meta.next_offset;
+        let position = tail.meta.size;
+        let len = batch::encode_into(&mut self.buf, base, &request.records) as u64;
+        let count = request.records.len() as u64;
+        // `is_full` keeps relative offsets and positions within u32.
+        let relative = (base - tail.meta.base_offset) as u32;
+        if let Some(entries) = tail
+            .builder
+            .on_batch(relative, position as u32, len, max_ts)
+        {
+            tail.pending.push(entries);
+        }
+        tail.meta.push_batch(len, count, max_ts);
+        let appended = Appended {
+            base_offset: base,
+            last_offset: base + count - 1,
+        };
+        self.answers.push((request.reply, appended));
+    }
+
+    /// Writes the group buffer with one write, syncs it as the policy asks, then makes it
+    /// visible and answers the appends.
+    fn commit(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = self.tail.file.write_all_at(&self.buf, self.tail.written);
+        #[cfg(test)]
+        let written =
+            written.and_then(|()| crate::state::Faults::check(&self.shared.faults.fail_write));
+        if let Err(e) = written {
+            let err = LogError::io(&self.tail.path, e);
+            return Err(self.fail(err));
+        }
+        Counters::add(&self.shared.counters.writes, 1);
+        self.tail.written += self.buf.len() as u64;
+        self.buf.clear();
+        if self.buf.capacity() > 2 * GROUP_MAX_BYTES as usize {
+            self.buf.shrink_to(GROUP_MAX_BYTES as usize);
+        }
+        self.unsynced = true;
+        match self.shared.config.fsync {
+            FsyncPolicy::Always => {
+                self.sync()?;
+                self.publish();
+            }
+            FsyncPolicy::Interval(every) => {
+                self.publish();
+                if self.last_sync.elapsed() >= every {
+                    // Already answered: a failure here only stops later appends.
+                    let _ = self.sync();
+                }
+            }
+            FsyncPolicy::Never => self.publish(),
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let synced = self.tail.file.sync_data();
+        #[cfg(test)]
+        let synced = synced.and_then(|()| {
+            Counters::add(&self.shared.faults.sync_attempts, 1);
+            crate::state::Faults::check(&self.shared.faults.fail_sync)
+        });
+        if let Err(e) = synced {
+            let err = LogError::io(&self.tail.path, e);
+            return Err(self.fail(err));
+        }
+        Counters::add(&self.shared.counters.syncs, 1);
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        self.sync_time = self.last_sync - started;
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        {
+            let mut state = self.shared.write();
+            state.active.meta = self.tail.meta;
+            for entries in self.tail.pending.drain(..) {
+                state.active.index.push(entries);
+            }
+        }
+        self.shared
+            .high_watermark
+            .send_replace(self.tail.meta.next_offset);
+        let records: u64 = self
+            .answers
+            .iter()
+            .map(|(_, a)| a.last_offset - a.base_offset + 1)
+            .sum();
+        Counters::add(&self.shared.counters.appends, self.answers.len() as u64);
+        Counters::add(&self.shared.counters.records, records);
+        for (reply, appended) in self.answers.drain(..) {
+            let _ = reply.send(Ok(appended));
+        }
+    }
+
+    /// Puts the log in the failed state after a write or sync error. Nothing is retried: after a
+    /// failed `fdatasync` the kernel may have dropped the dirty pages, so a later success would
+    /// prove nothing. Staged appends fail; a reopen recovers from what is on disk.
+    fn fail(&mut self, err: LogError) -> LogError {
+        self.failed = true;
+        self.shared.set_failed(err.to_string());
+        self.buf.clear();
+        self.tail.pending.clear();
+        for (reply, _) in self.answers.drain(..) {
+            let _ = reply.send(Err(self.shared.failure().unwrap_or_else(|| {
+                LogError::io(&self.tail.path, std::io::Error::other("write failed"))
+            })));
+        }
+        err
+    }
+
+    /// Closes the active segment (writing its index files) and starts a new one.
+    fn roll(&mut self) -> Result<()> {
+        self.commit()?;
+        if self.tail.meta.is_empty() {
+            return Ok(());
+        }
+        if self.unsynced {
+            self.sync()?;
+        }
+        let dir = self.shared.dir.clone();
+        let closing = SegmentMeta {
+            first_batch_timestamp: None,
+            ..self.tail.meta
+        };
+        let index = self.shared.read().active.index.clone();
+        if let Err(err) = write_index_files(
+            &dir,
+            closing.base_offset,
+            &index,
+            &closing,
+            self.tail.written,
+        ) {
+            return Err(self.fail(err));
+        }
+        let base = closing.next_offset;
+        let path = file_path(&dir, base, DATA_EXT);
+        let file = match data::create(&self.dir_file, &path).at(&path) {
+            Ok(file) => Arc::new(file),
+            Err(err) => return Err(self.fail(err)),
+        };
+        {
+            let mut state = self.shared.write();
+            state.closed.push_back(closing);
+            state.closed_bytes += closing.size;
+            state.active = ActiveSegment {
+                meta: SegmentMeta::empty(base),
+                file: file.clone(),
+                index: SparseIndex::default(),
+            };
+        }
+        self.tail = Tail {
+            path,
+            file,
+            meta: SegmentMeta::empty(base),
+            written: 0,
+            builder: IndexBuilder::new(self.shared.config.index_interval_bytes),
+            pending: Vec::new(),
+        };
+        Ok(())
+    }
+
+    fn enforce_retention(&mut self, now_ms: i64) -> Result<usize> {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let roll =
+            retention::should_roll(&self.tail.meta, shared.read().closed.iter(), config, now_ms);
+        if roll {
+            self.roll()?;
+        }
+        let doomed: Vec<SegmentMeta> = {
+            let mut state = shared.write();
+            let count = retention::segments_to_delete(
+                state.closed.iter(),
+                state.size_bytes(),
+                config,
+                now_ms,
+            );
+            let doomed: Vec<SegmentMeta> = state.closed.drain(..count).collect();
+            state.closed_bytes -= doomed.iter().map(|s| s.size).sum::<u64>();
+            doomed
+        };
+        for segment in &doomed {
+            self.shared.files.evict(segment.base_offset);
+            deletion::delete_segment(&self.shared.dir, &self.dir_file, segment.base_offset)?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Makes everything written durable before the thread ends.
+    fn finish(&mut self) -> Result<()> {
+        if let Some(err) = self.shared.failure() {
+            return Err(err);
+        }
+        if self.unsynced {
+            self.sync()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the log engine, in one binary to keep link time low.
+
+mod basics;
+mod corruption;
+mod crash;
+mod group_commit;
+mod model;
+mod support;

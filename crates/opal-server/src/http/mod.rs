@@ -1,0 +1,42 @@
+//! The HTTP resources: one module per resource, each with its types, handlers and `router()`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use opal_core::{Broker, Limits, SubscriptionName, TopicName};
+use tokio_util::sync::CancellationToken;
+
+use crate::problem::Problem;
+
+pub(crate) mod health;
+mod messages;
+mod subscriptions;
+mod topics;
+
+/// What every handler may use. Cheap to clone: the router clones it per request.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) limits: Limits,
+    pub(crate) max_body_bytes: usize,
+    /// Cancelled when the server starts draining: long-polls end and `/readyz` turns 503.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Every `/v1` route (authentication is layered on by the caller).
+pub(crate) fn v1_router() -> Router<AppState> {
+    Router::new()
+        .merge(topics::router())
+        .merge(messages::router())
+        .merge(subscriptions::router())
+}
+
+/// The topic named in a URL path, validated.
+fn topic_param(raw: String) -> Result<TopicName, Problem> {
+    TopicName::new(raw).map_err(|e| Problem::invalid_parameter("topic", e))
+}
+
+/// The subscription named in a URL path, validated.
+fn subscription_param(raw: String) -> Result<SubscriptionName, Problem> {
+    SubscriptionName::new(raw).map_err(|e| Problem::invalid_parameter("subscription", e))
+}

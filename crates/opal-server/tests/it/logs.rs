@@ -1,0 +1,72 @@
+//! The access log: one line per API request with method, path, status and latency; never the
+//! API key; no lines for health probes.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::Request;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::support::{KEY, TestApp, authed};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn requests_are_logged_without_the_key_and_probes_are_not() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    // The default test runtime is single-threaded, so the handlers run under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = TestApp::new();
+    let request = authed("GET", "/v1/topics/absent").header("x-request-id", "log-me-1");
+    assert_eq!(
+        app.send(request.body(Body::empty()).unwrap()).await.status,
+        404
+    );
+    let probe = Request::get("/healthz").body(Body::empty()).unwrap();
+    assert_eq!(app.send(probe).await.status, 200);
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("finished processing request"))
+        .unwrap_or_else(|| panic!("no access log line in:\n{logs}"));
+    for expected in [
+        "method=GET",
+        "path=/v1/topics/absent",
+        "request_id=log-me-1",
+        "status=404",
+    ] {
+        assert!(line.contains(expected), "{expected} missing from {line}");
+    }
+    assert!(line.contains("principal=admin"), "{line}");
+    assert!(line.contains("latency="), "{line}");
+    assert!(!logs.contains(KEY), "the API key was logged:\n{logs}");
+    assert!(!logs.contains("/healthz"), "a probe was logged:\n{logs}");
+}

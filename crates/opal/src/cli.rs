@@ -1,0 +1,62 @@
+//! Command-line arguments; every flag can also come from an `OPAL_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use opal_log::FsyncPolicy;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "opal",
+    version,
+    about = "Opal: durable topics, pull/push consumers and signed callbacks in one binary"
+)]
+pub(crate) struct Cli {
+    /// Log line format (logs go to stderr).
+    #[arg(long, env = "OPAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Start the server on embedded storage.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Directory holding the logs and metadata.
+    #[arg(long, env = "OPAL_DATA_DIR", default_value = "./opal-data")]
+    pub(crate) data_dir: PathBuf,
+    /// Address of the HTTP API and health endpoints (port 0 picks a free port).
+    #[arg(
+        long = "http",
+        env = "OPAL_HTTP_ADDR",
+        default_value = "127.0.0.1:7400"
+    )]
+    pub(crate) http_addr: SocketAddr,
+    /// When appended data is synced to disk: `always` (before answering), `interval:<ms>` or `never`.
+    #[arg(long, env = "OPAL_FSYNC", default_value = "always")]
+    pub(crate) fsync: FsyncPolicy,
+    /// The bootstrap admin key. When absent, one is generated on first start and printed once.
+    #[arg(long, env = "OPAL_ADMIN_KEY", hide_env_values = true)]
+    pub(crate) admin_key: Option<String>,
+    /// Largest HTTP request body accepted, in bytes.
+    #[arg(long, env = "OPAL_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub(crate) max_body_bytes: usize,
+    /// Size at which a partition's active log segment is rolled, in bytes.
+    #[arg(long, env = "OPAL_SEGMENT_MAX_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub(crate) segment_max_bytes: u64,
+    /// Longest time to wait for in-flight requests on shutdown, in seconds.
+    #[arg(long, env = "OPAL_SHUTDOWN_GRACE_S", default_value_t = 25)]
+    pub(crate) shutdown_grace_s: u64,
+}

@@ -1,0 +1,34 @@
+//! The `opal` binary: parses the command line, installs tracing and hands over to a subcommand.
+
+mod admin_key;
+mod cli;
+mod serve;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    install_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("opal")
+        .build()?;
+    match cli.command {
+        cli::Command::Serve(args) => runtime.block_on(serve::serve(args)),
+    }
+}
+
+fn install_tracing(format: cli::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr so that stdout carries only what a person or script should read
+    // (the listening URLs and, once, the generated admin key).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Json => builder.json().init(),
+        cli::LogFormat::Text => builder.init(),
+    }
+}
