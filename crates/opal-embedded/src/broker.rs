@@ -90,7 +90,7 @@ impl EmbeddedBroker {
     /// Opens the data directory (creating it when absent) and recovers every log and cursor.
     /// Blocks while recovering.
     pub fn open(config: EmbeddedConfig) -> Result<Self, EmbeddedError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| EmbeddedError::Io {
+        opal_log::create_dir_durable(&config.data_dir).map_err(|source| EmbeddedError::Io {
             path: config.data_dir.clone(),
             source,
         })?;

@@ -28,4 +28,5 @@ pub use batch::encoded_batch_len;
 pub use config::{FsyncPolicy, LogConfig, MAX_BATCH_BYTES, MAX_SEGMENT_BYTES, MIN_BATCH_BYTES};
 pub use error::LogError;
 pub use log::Log;
+pub use recovery::create_dir_durable;
 pub use types::{Appended, LogStats, Record, StoredRecord};

@@ -38,7 +38,7 @@ pub(crate) struct Recovered {
 
 /// Locks `dir` and brings it to a consistent state: the last segment becomes the active one.
 pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered> {
-    fs::create_dir_all(dir).at(dir)?;
+    create_dir_durable(dir).at(dir)?;
     let lock = lock_dir(dir)?;
     let dir_file = File::open(dir).at(dir)?;
     let mut bases = BTreeSet::new();
@@ -259,4 +259,27 @@ fn recover_active(dir: &Path, base: u64, config: &LogConfig) -> Result<Recovered
         index,
         builder,
     })
+}
+
+/// Creates `dir` and any missing ancestors, and syncs the parent of each directory it created,
+/// so that after a machine crash the directory entries exist when the files inside them do.
+pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cursor = Some(dir);
+    while let Some(path) = cursor {
+        if path.as_os_str().is_empty() || path.exists() {
+            break;
+        }
+        missing.push(path);
+        cursor = path.parent();
+    }
+    fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
