@@ -5,8 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    AckId, AckOutcome, BrokerError, Delivery, NewMessage, PublishResult, Subscription,
-    SubscriptionConfig, SubscriptionName, Topic, TopicConfig, TopicName,
+    AckId, AckOutcome, BrokerError, Delivery, NewMessage, PublishResult, Settle, StartPosition,
+    Subscription, SubscriptionConfig, SubscriptionName, SubscriptionStats, Topic, TopicConfig,
+    TopicName, TopicStats,
 };
 
 /// Whether a create call made something new or found it already there with the same settings.
@@ -17,7 +18,8 @@ pub enum Created {
 }
 
 /// A broker backend. Calls that return `Ok` after a write have made that write durable under the
-/// configured fsync policy.
+/// configured fsync policy. The behaviour every backend must show is written down once, as the
+/// conformance suite in [`crate::conformance`].
 #[async_trait]
 pub trait Broker: Send + Sync + std::fmt::Debug {
     /// Creates a topic, or finds it with the same settings (`Conflict` if the settings differ).
@@ -27,26 +29,33 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         config: TopicConfig,
     ) -> Result<(Topic, Created), BrokerError>;
 
-    async fn get_topic(&self, name: &TopicName) -> Result<Topic, BrokerError>;
+    async fn get_topic(&self, name: &TopicName) -> Result<(Topic, TopicStats), BrokerError>;
 
-    /// Stores a batch of messages; answers once all of them are durable.
-    /// The batch is validated whole before anything is stored.
+    /// Stores a batch of messages; answers once all of them are durable. The batch is validated
+    /// whole before anything is stored. Delayed messages are stored now and become visible at
+    /// their time; repeated dedup ids inside the window store nothing.
     async fn publish(
         &self,
         topic: &TopicName,
         messages: Vec<NewMessage>,
     ) -> Result<Vec<PublishResult>, BrokerError>;
 
-    /// Creates a subscription starting at the earliest retained message, or finds it unchanged.
+    /// Creates a subscription at `start`, or finds it with the same settings (`start` is only
+    /// used when creating).
     async fn create_subscription(
         &self,
         name: &SubscriptionName,
         config: SubscriptionConfig,
+        start: StartPosition,
     ) -> Result<(Subscription, Created), BrokerError>;
 
-    async fn get_subscription(&self, name: &SubscriptionName) -> Result<Subscription, BrokerError>;
+    async fn get_subscription(
+        &self,
+        name: &SubscriptionName,
+    ) -> Result<(Subscription, SubscriptionStats), BrokerError>;
 
     /// Leases up to `max` deliveries, waiting up to `wait` for the first one to become available.
+    /// Dropping the future before it resolves is safe: leases it took expire and are redelivered.
     async fn pull(
         &self,
         name: &SubscriptionName,
@@ -54,12 +63,22 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         wait: Duration,
     ) -> Result<Vec<Delivery>, BrokerError>;
 
-    /// Acknowledges deliveries; applied acks are durable when this returns.
-    async fn ack(
+    /// Acks, nacks or extends deliveries. Malformed ids fail the whole call with nothing applied;
+    /// ids whose lease expired or was superseded are refused one by one. Applied changes are
+    /// durable when this returns.
+    async fn settle(
         &self,
         name: &SubscriptionName,
         ack_ids: &[AckId],
+        action: Settle,
     ) -> Result<AckOutcome, BrokerError>;
+
+    /// Moves the subscription to `position` and forgets its ack state and leases.
+    async fn seek(
+        &self,
+        name: &SubscriptionName,
+        position: StartPosition,
+    ) -> Result<(), BrokerError>;
 
     /// The SHA-256 of the bootstrap admin key, if one was stored.
     async fn admin_key_hash(&self) -> Result<Option<[u8; 32]>, BrokerError>;

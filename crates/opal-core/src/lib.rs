@@ -1,10 +1,15 @@
 //! Opal's broker core: the vocabulary (topics, messages, subscriptions, deliveries), the rules every
-//! backend shares, and the [`Broker`] trait that storage backends implement.
+//! backend shares (validation, filters, backoff, partition choice, dead letters), the [`Broker`]
+//! trait that storage backends implement, and the conformance suite they must pass.
 //!
 //! This crate knows no network, no HTTP and no file format.
 
+mod backoff;
 mod broker;
+mod clock;
+pub mod dead_letter;
 mod error;
+mod filter;
 mod limits;
 mod message;
 mod names;
@@ -12,11 +17,20 @@ mod partition;
 mod subscription;
 mod topic;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use backoff::Backoff;
 pub use broker::{Broker, Created};
+pub use clock::Clock;
 pub use error::BrokerError;
+pub use filter::Filter;
 pub use limits::Limits;
 pub use message::{AckId, DataEncoding, Message, NewMessage, PublishResult};
 pub use names::{SubscriptionName, TopicName};
 pub use partition::partition_for_key;
-pub use subscription::{AckOutcome, AckRejection, Delivery, Subscription, SubscriptionConfig};
-pub use topic::{Topic, TopicConfig};
+pub use subscription::{
+    AckOutcome, AckRejection, Delivery, Settle, StartPosition, Subscription, SubscriptionConfig,
+    SubscriptionStats,
+};
+pub use topic::{PartitionStats, Retention, RetentionPolicy, Topic, TopicConfig, TopicStats};

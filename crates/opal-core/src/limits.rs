@@ -23,6 +23,16 @@ pub struct Limits {
     pub max_partitions: u32,
     /// Longest ack deadline, in milliseconds.
     pub max_ack_deadline_ms: u64,
+    /// Most ack ids in one ack, nack or extend call.
+    pub max_ack_ids: usize,
+    /// Longest delay of a message (`delay_ms`, `deliver_at`) or a nack, in milliseconds.
+    pub max_delay_ms: u64,
+    /// Longest dedup id, in bytes.
+    pub max_dedup_id_bytes: usize,
+    /// Longest dedup window of a topic, in milliseconds.
+    pub max_dedup_window_ms: u64,
+    /// Highest `max_deliveries` of a subscription.
+    pub max_deliveries: u32,
 }
 
 impl Default for Limits {
@@ -38,6 +48,11 @@ impl Default for Limits {
             max_key_bytes: 1024,
             max_partitions: 256,
             max_ack_deadline_ms: 12 * 60 * 60 * 1000,
+            max_ack_ids: 1000,
+            max_delay_ms: 30 * 24 * 60 * 60 * 1000,
+            max_dedup_id_bytes: 256,
+            max_dedup_window_ms: 7 * 24 * 60 * 60 * 1000,
+            max_deliveries: 1000,
         }
     }
 }

@@ -25,12 +25,40 @@ pub struct NewMessage {
     pub attributes: BTreeMap<String, String>,
     pub data: Bytes,
     pub encoding: DataEncoding,
+    /// A repeat of this id inside the topic's dedup window stores nothing.
+    pub dedup_id: Option<String>,
+    /// Invisible to every subscription until then.
+    pub deliver_at: Option<Timestamp>,
 }
 
 impl NewMessage {
     /// Checks the message against the limits. `index` names the message in a batch for the error.
-    pub fn validate(&self, index: usize, limits: &Limits) -> Result<(), BrokerError> {
+    pub fn validate(
+        &self,
+        index: usize,
+        limits: &Limits,
+        now: Timestamp,
+    ) -> Result<(), BrokerError> {
         let at = |field: &str| format!("messages[{index}].{field}");
+        if let Some(id) = &self.dedup_id
+            && (id.is_empty() || id.len() > limits.max_dedup_id_bytes)
+        {
+            return Err(BrokerError::invalid(
+                at("dedup_id"),
+                format!("must be 1 to {} bytes long", limits.max_dedup_id_bytes),
+            ));
+        }
+        if let Some(at_time) = self.deliver_at {
+            let latest = now
+                .as_millisecond()
+                .saturating_add(limits.max_delay_ms as i64);
+            if at_time.as_millisecond() > latest {
+                return Err(BrokerError::invalid(
+                    at("deliver_at"),
+                    format!("must be at most {} ms in the future", limits.max_delay_ms),
+                ));
+            }
+        }
         if self.data.len() > limits.max_message_bytes {
             return Err(BrokerError::invalid(
                 at("data"),
@@ -96,7 +124,10 @@ fn validate_attribute_name(name: &str, limits: &Limits) -> Result<(), String> {
 pub struct PublishResult {
     pub id: Uuid,
     pub partition: u32,
-    pub offset: u64,
+    /// `None` while a delayed message waits for its time: it gets its offset when it is due.
+    pub offset: Option<u64>,
+    /// The dedup id was seen inside the window: this is the first message's result, nothing was stored.
+    pub duplicate: bool,
 }
 
 /// A stored message.
@@ -111,6 +142,8 @@ pub struct Message {
     pub data: Bytes,
     pub encoding: DataEncoding,
     pub publish_time: Timestamp,
+    /// When a delayed message became visible.
+    pub deliver_at: Option<Timestamp>,
 }
 
 /// The receipt of one delivery; a consumer hands it back to ack. Opaque to clients.
@@ -133,12 +166,18 @@ mod tests {
             attributes: BTreeMap::from([("a".into(), "b".into())]),
             data: Bytes::from_static(b"{}"),
             encoding: DataEncoding::Json,
+            dedup_id: None,
+            deliver_at: None,
         }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_700_000_000).unwrap()
     }
 
     #[test]
     fn valid_message_passes() {
-        assert!(message().validate(0, &Limits::default()).is_ok());
+        assert!(message().validate(0, &Limits::default(), now()).is_ok());
     }
 
     #[test]
@@ -147,7 +186,10 @@ mod tests {
             max_message_bytes: 1,
             ..Limits::default()
         };
-        let err = message().validate(3, &limits).unwrap_err().to_string();
+        let err = message()
+            .validate(3, &limits, now())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("messages[3].data"), "{err}");
     }
 
@@ -155,13 +197,44 @@ mod tests {
     fn attribute_names_outside_the_plain_set_are_rejected() {
         let mut m = message();
         m.attributes.insert(":id".into(), "x".into());
-        assert!(m.validate(0, &Limits::default()).is_err());
+        assert!(m.validate(0, &Limits::default(), now()).is_err());
     }
 
     #[test]
     fn empty_key_is_rejected() {
         let mut m = message();
         m.key = Some(String::new());
-        assert!(m.validate(0, &Limits::default()).is_err());
+        assert!(m.validate(0, &Limits::default(), now()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    #[test]
+    fn deliver_at_beyond_the_limit_is_rejected() {
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let limits = Limits::default();
+        let mut m = NewMessage {
+            key: None,
+            attributes: BTreeMap::new(),
+            data: Bytes::new(),
+            encoding: DataEncoding::Binary,
+            dedup_id: Some("d".into()),
+            deliver_at: Some(
+                Timestamp::from_millisecond(now.as_millisecond() + limits.max_delay_ms as i64)
+                    .unwrap(),
+            ),
+        };
+        assert!(m.validate(0, &limits, now).is_ok());
+        m.deliver_at = Some(
+            Timestamp::from_millisecond(now.as_millisecond() + limits.max_delay_ms as i64 + 1)
+                .unwrap(),
+        );
+        assert!(m.validate(0, &limits, now).is_err());
+        m.deliver_at = None;
+        m.dedup_id = Some(String::new());
+        assert!(m.validate(0, &limits, now).is_err());
     }
 }

@@ -1,21 +1,46 @@
 //! Subscriptions: durable cursors with their own ack state, and the deliveries they hand out.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 
-use crate::{AckId, BrokerError, Limits, Message, SubscriptionName, TopicName};
+use crate::{AckId, Backoff, BrokerError, Filter, Limits, Message, SubscriptionName, TopicName};
 
 /// The settings of a subscription that its creator chooses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionConfig {
     pub topic: TopicName,
     /// How long a consumer holds a delivery before it is handed out again.
     pub ack_deadline_ms: u64,
+    /// Wait before a failed delivery (nack without delay, or deadline passed) is handed out again.
+    pub backoff: Backoff,
+    /// After this many deliveries without an ack, the message is dead-lettered (or dropped
+    /// when there is no dead-letter topic). `None`: unlimited.
+    pub max_deliveries: Option<u32>,
+    pub dead_letter_topic: Option<TopicName>,
+    /// Deliver the messages of one key one at a time, in publish order.
+    pub ordered: bool,
+    /// Only messages whose attributes match are delivered (and count in the backlog).
+    pub filter: Option<Filter>,
 }
 
 impl SubscriptionConfig {
     pub const DEFAULT_ACK_DEADLINE_MS: u64 = 30_000;
     /// Shorter deadlines would redeliver faster than a network round trip.
     pub const MIN_ACK_DEADLINE_MS: u64 = 100;
+
+    /// A subscription with every setting at its default.
+    pub fn new(topic: TopicName) -> Self {
+        SubscriptionConfig {
+            topic,
+            ack_deadline_ms: Self::DEFAULT_ACK_DEADLINE_MS,
+            backoff: Backoff::default(),
+            max_deliveries: None,
+            dead_letter_topic: None,
+            ordered: false,
+            filter: None,
+        }
+    }
 
     pub fn validate(&self, limits: &Limits) -> Result<(), BrokerError> {
         if !(Self::MIN_ACK_DEADLINE_MS..=limits.max_ack_deadline_ms).contains(&self.ack_deadline_ms)
@@ -29,16 +54,70 @@ impl SubscriptionConfig {
                 ),
             ));
         }
+        self.backoff.validate(limits)?;
+        if let Some(max) = self.max_deliveries
+            && !(1..=limits.max_deliveries).contains(&max)
+        {
+            return Err(BrokerError::invalid(
+                "max_deliveries",
+                format!("must be between 1 and {}", limits.max_deliveries),
+            ));
+        }
+        if self.dead_letter_topic.is_some() && self.max_deliveries.is_none() {
+            return Err(BrokerError::invalid(
+                "dead_letter_topic",
+                "needs max_deliveries: without it no message is ever dead-lettered",
+            ));
+        }
+        if self.dead_letter_topic.as_ref() == Some(&self.topic) {
+            return Err(BrokerError::invalid(
+                "dead_letter_topic",
+                "must differ from the subscription's topic",
+            ));
+        }
         Ok(())
     }
 }
 
+/// Where a new subscription starts, or where a seek moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartPosition {
+    /// The oldest retained message.
+    #[default]
+    Earliest,
+    /// Only messages published from now on.
+    Latest,
+    /// The first message published at or after this time, in every partition.
+    Time(Timestamp),
+    /// This offset in every partition (clamped to what the partition holds).
+    Offset(u64),
+}
+
 /// A subscription as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
     pub name: SubscriptionName,
     pub config: SubscriptionConfig,
     pub created_at: Timestamp,
+}
+
+/// A subscription's state and counters (counters since the process started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubscriptionStats {
+    /// Messages not yet acked (and not filtered out), in flight or waiting.
+    pub backlog: u64,
+    pub backlog_bytes: u64,
+    /// Leased to a consumer right now.
+    pub in_flight: u64,
+    /// Age of the oldest unacked message, by publish time; 0 when the backlog is empty.
+    pub oldest_unacked_age_ms: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub nacked: u64,
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+    /// Messages removed by retention before this subscription acked them.
+    pub expired: u64,
 }
 
 /// A message handed to a consumer, leased until its ack deadline.
@@ -50,16 +129,28 @@ pub struct Delivery {
     pub message: Message,
 }
 
-/// Why one ack id of an ack call was not applied.
+/// What to do with delivered messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done: never deliver again.
+    Ack,
+    /// Hand back: deliver again after `delay` (the subscription's backoff when `None`).
+    Nack { delay: Option<Duration> },
+    /// Keep the lease for `deadline` from now.
+    Extend { deadline: Duration },
+}
+
+/// Why one ack id of a settle call was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckRejection {
     pub ack_id: AckId,
     pub reason: String,
 }
 
-/// What an ack call did: acks applied (durably) and ack ids refused.
+/// What a settle call did: ids applied (durably) and ids refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AckOutcome {
-    pub acked: usize,
+    /// Ids applied (for `Ack`, also ids already acked before).
+    pub applied: usize,
     pub rejected: Vec<AckRejection>,
 }

@@ -15,10 +15,18 @@ use crate::EmbeddedError;
 
 const ID: &str = ":id";
 const ENCODING: &str = ":enc";
+const DELIVER_AT: &str = ":at";
 
+/// The record of a message; `deliver_at` is set on delayed messages when they become due.
 pub(crate) fn to_record(message: NewMessage, id: Uuid, timestamp_ms: i64) -> Record {
-    let mut headers = Vec::with_capacity(message.attributes.len() + 2);
+    let mut headers = Vec::with_capacity(message.attributes.len() + 3);
     headers.push((ID.to_owned(), Bytes::copy_from_slice(id.as_bytes())));
+    if let Some(at) = message.deliver_at {
+        headers.push((
+            DELIVER_AT.to_owned(),
+            Bytes::copy_from_slice(&at.as_millisecond().to_be_bytes()),
+        ));
+    }
     let encoding: &'static [u8] = match message.encoding {
         DataEncoding::Json => b"json",
         DataEncoding::Binary => b"binary",
@@ -52,10 +60,20 @@ pub(crate) fn to_message(
     let record = stored.record;
     let mut id = None;
     let mut encoding = DataEncoding::Binary;
+    let mut deliver_at = None;
     let mut attributes = BTreeMap::new();
     for (name, value) in record.headers {
         match name.as_str() {
             ID => id = Some(Uuid::from_slice(&value).map_err(|_| corrupt("bad id"))?),
+            DELIVER_AT => {
+                let ms: [u8; 8] = value[..]
+                    .try_into()
+                    .map_err(|_| corrupt("bad deliver_at"))?;
+                deliver_at = Some(
+                    Timestamp::from_millisecond(i64::from_be_bytes(ms))
+                        .map_err(|_| corrupt("deliver_at out of range"))?,
+                );
+            }
             ENCODING => {
                 encoding = match &value[..] {
                     b"json" => DataEncoding::Json,
@@ -84,6 +102,7 @@ pub(crate) fn to_message(
         encoding,
         publish_time: Timestamp::from_millisecond(record.timestamp_ms)
             .map_err(|_| corrupt("timestamp out of range"))?,
+        deliver_at,
     })
 }
 
@@ -99,6 +118,8 @@ mod tests {
             attributes: BTreeMap::from([("a".into(), "b".into())]),
             data: Bytes::from_static(b"[1,2]"),
             encoding: DataEncoding::Json,
+            dedup_id: None,
+            deliver_at: Some(Timestamp::from_millisecond(1_700_000_001_000).unwrap()),
         };
         let id = Uuid::now_v7();
         let record = to_record(new.clone(), id, 1_700_000_000_123);
@@ -110,5 +131,6 @@ mod tests {
         assert_eq!(message.data, new.data);
         assert_eq!(message.encoding, DataEncoding::Json);
         assert_eq!(message.publish_time.as_millisecond(), 1_700_000_000_123);
+        assert_eq!(message.deliver_at, new.deliver_at);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use opal_core::Limits;
+use opal_core::{Clock, Limits};
 use opal_log::FsyncPolicy;
 
 /// Where and how the embedded backend stores data.
@@ -13,6 +13,8 @@ pub struct EmbeddedConfig {
     pub limits: Limits,
     /// Size at which a partition's active segment is rolled.
     pub segment_max_bytes: u64,
+    /// The time source of every timer (the system clock unless a test drives it).
+    pub clock: Clock,
 }
 
 impl EmbeddedConfig {
@@ -22,6 +24,7 @@ impl EmbeddedConfig {
             fsync: FsyncPolicy::Always,
             limits: Limits::default(),
             segment_max_bytes: 128 * 1024 * 1024,
+            clock: Clock::system(),
         }
     }
 }

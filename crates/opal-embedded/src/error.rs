@@ -15,6 +15,8 @@ pub enum EmbeddedError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("storage is closed")]
+    Closed,
     #[error("background task failed: {0}")]
     Task(String),
 }
@@ -28,7 +30,9 @@ impl EmbeddedError {
 impl From<EmbeddedError> for BrokerError {
     fn from(e: EmbeddedError) -> Self {
         match e {
-            EmbeddedError::Log(opal_log::LogError::Closed) => BrokerError::ShuttingDown,
+            EmbeddedError::Log(opal_log::LogError::Closed) | EmbeddedError::Closed => {
+                BrokerError::ShuttingDown
+            }
             other => BrokerError::Storage(other.to_string()),
         }
     }

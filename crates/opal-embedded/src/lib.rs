@@ -1,5 +1,6 @@
-//! Opal's default storage backend: the broker on the opal-log engine, with metadata and ack state
-//! in an embedded redb database. One process owns a data directory.
+//! Opal's default storage backend: the broker on the opal-log engine, with metadata, ack state,
+//! retries, delayed messages and dedup ids in an embedded redb database. One process owns a
+//! data directory.
 
 mod ack_id;
 mod broker;
@@ -8,6 +9,13 @@ mod config;
 mod cursor;
 mod error;
 mod meta;
+mod publish;
+mod pull;
+mod rows;
+mod scheduler;
+mod settle;
+mod stats;
+mod subscription;
 mod topic;
 
 pub use broker::EmbeddedBroker;

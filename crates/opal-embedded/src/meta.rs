@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use std::sync::{RwLock, RwLockReadGuard};
+
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +22,15 @@ const SUBSCRIPTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("su
 const ACK_FLOORS: TableDefinition<'_, (&str, u32), u64> = TableDefinition::new("ack_floors");
 /// (subscription, partition, offset) for acked offsets at or above the floor.
 const ACKED: TableDefinition<'_, (&str, u32, u64), ()> = TableDefinition::new("acked");
+/// (subscription, partition, offset) → failed deliveries: attempt count, earliest retry, key.
+const RETRIES: TableDefinition<'_, (&str, u32, u64), &[u8]> = TableDefinition::new("retries");
+/// (topic, due time ms, message id) → a delayed message waiting for its time.
+const DELAYED: TableDefinition<'_, (&str, i64, u128), &[u8]> = TableDefinition::new("delayed");
+/// (topic, dedup id) → the first message's result and when the entry expires.
+const DEDUP: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("dedup");
+/// (expiry ms, topic, dedup id): dedup entries in expiry order, for sweeping.
+const DEDUP_EXPIRY: TableDefinition<'_, (i64, &str, &str), ()> =
+    TableDefinition::new("dedup_expiry");
 
 /// Bumped when the layout of the data directory changes incompatibly.
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -29,18 +40,81 @@ const FORMAT_KEY: &str = "format_version";
 pub(crate) struct TopicRow {
     pub(crate) partitions: u32,
     pub(crate) created_at_ms: i64,
+    #[serde(default)]
+    pub(crate) retention_max_age_ms: Option<u64>,
+    #[serde(default)]
+    pub(crate) retention_max_bytes: Option<u64>,
+    /// `limits` or `acked`.
+    #[serde(default)]
+    pub(crate) retention_policy: String,
+    #[serde(default)]
+    pub(crate) dedup_window_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SubscriptionRow {
     pub(crate) topic: String,
     pub(crate) ack_deadline_ms: u64,
     pub(crate) created_at_ms: i64,
+    #[serde(default)]
+    pub(crate) backoff: Option<(u64, u64, f64)>,
+    #[serde(default)]
+    pub(crate) max_deliveries: Option<u32>,
+    #[serde(default)]
+    pub(crate) dead_letter_topic: Option<String>,
+    #[serde(default)]
+    pub(crate) ordered: bool,
+    #[serde(default)]
+    pub(crate) filter: Option<serde_json::Value>,
+}
+
+/// A failed delivery waiting for its next attempt, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RetryRow {
+    pub(crate) attempt: u32,
+    pub(crate) not_before_ms: i64,
+    pub(crate) key: Option<String>,
+}
+
+/// A delayed message, as stored until its time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DelayedRow {
+    pub(crate) partition: u32,
+    pub(crate) key: Option<String>,
+    pub(crate) attributes: std::collections::BTreeMap<String, String>,
+    /// Standard base64 of the payload.
+    pub(crate) data: String,
+    pub(crate) json: bool,
+    pub(crate) publish_ms: i64,
+    #[serde(default)]
+    pub(crate) payload_len: u64,
+}
+
+/// A remembered dedup id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DedupRow {
+    pub(crate) expires_ms: i64,
+    pub(crate) id: u128,
+    pub(crate) partition: u32,
+    pub(crate) offset: Option<u64>,
 }
 
 #[derive(Debug)]
 pub(crate) struct MetaStore {
-    db: Database,
+    /// `None` once closed, so that the file lock is released even while handles remain.
+    db: RwLock<Option<Database>>,
+}
+
+/// A read lock on the open database.
+struct Db<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Db<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        self.0
+            .as_ref()
+            .expect("MetaStore::db checks the database is open")
+    }
 }
 
 fn encode<T: Serialize>(row: &T) -> Result<Vec<u8>, EmbeddedError> {
@@ -54,13 +128,19 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, E
 impl MetaStore {
     pub(crate) fn open(path: &Path) -> Result<Self, EmbeddedError> {
         let db = Database::create(path).map_err(EmbeddedError::meta)?;
-        let store = MetaStore { db };
+        let store = MetaStore {
+            db: RwLock::new(Some(db)),
+        };
         store.write(|txn| {
             // Opening every table once makes later read transactions find them.
             txn.open_table(TOPICS)?;
             txn.open_table(SUBSCRIPTIONS)?;
             txn.open_table(ACK_FLOORS)?;
             txn.open_table(ACKED)?;
+            txn.open_table(RETRIES)?;
+            txn.open_table(DELAYED)?;
+            txn.open_table(DEDUP)?;
+            txn.open_table(DEDUP_EXPIRY)?;
             let mut settings = txn.open_table(SETTINGS)?;
             let found = settings.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
             match found {
@@ -79,12 +159,41 @@ impl MetaStore {
         Ok(store)
     }
 
+    fn db(&self) -> Result<Db<'_>, EmbeddedError> {
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            return Err(EmbeddedError::Closed);
+        }
+        Ok(Db(guard))
+    }
+
+    /// Closes the database (waiting for transactions in flight); later calls fail with `Closed`.
+    pub(crate) fn close(&self) {
+        self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
     fn write<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, EmbeddedError>,
     ) -> Result<T, EmbeddedError> {
-        let mut txn = self.db.begin_write().map_err(EmbeddedError::meta)?;
-        txn.set_durability(Durability::Immediate)
+        self.write_with(true, f)
+    }
+
+    /// `durable: false` commits without syncing: the change becomes durable with the next
+    /// durable commit, and a crash before that loses it. Used only for state that is safe to
+    /// lose (it only makes a message come back sooner or be filtered again).
+    fn write_with<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, EmbeddedError>,
+    ) -> Result<T, EmbeddedError> {
+        let mut txn = self.db()?.begin_write().map_err(EmbeddedError::meta)?;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        txn.set_durability(durability)
             .map_err(EmbeddedError::meta)?;
         let out = f(&txn)?;
         txn.commit().map_err(EmbeddedError::meta)?;
@@ -92,7 +201,7 @@ impl MetaStore {
     }
 
     pub(crate) fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, EmbeddedError> {
-        let txn = self.db.begin_read().map_err(EmbeddedError::meta)?;
+        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
         let table = txn.open_table(SETTINGS).map_err(EmbeddedError::meta)?;
         let value = table.get(key).map_err(EmbeddedError::meta)?;
         Ok(value.map(|v| v.value().to_vec()))
@@ -118,7 +227,7 @@ impl MetaStore {
         def: TableDefinition<'_, &str, &[u8]>,
         what: &str,
     ) -> Result<Vec<(String, T)>, EmbeddedError> {
-        let txn = self.db.begin_read().map_err(EmbeddedError::meta)?;
+        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
         let table = txn.open_table(def).map_err(EmbeddedError::meta)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(EmbeddedError::meta)? {
@@ -161,7 +270,7 @@ impl MetaStore {
         name: &str,
         partitions: u32,
     ) -> Result<Vec<(u64, BTreeSet<u64>)>, EmbeddedError> {
-        let txn = self.db.begin_read().map_err(EmbeddedError::meta)?;
+        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
         let floors = txn.open_table(ACK_FLOORS).map_err(EmbeddedError::meta)?;
         let acked = txn.open_table(ACKED).map_err(EmbeddedError::meta)?;
         let mut out = Vec::with_capacity(partitions as usize);
@@ -184,16 +293,21 @@ impl MetaStore {
         Ok(out)
     }
 
-    /// Makes the acks of one call durable, all partitions in one transaction.
+    /// Stores the acks of one call, all partitions in one transaction.
     pub(crate) fn apply_acks(
         &self,
         name: &str,
         plans: &[(u32, AckPlan)],
+        durable: bool,
     ) -> Result<(), EmbeddedError> {
-        self.write(|txn| {
+        self.write_with(durable, |txn| {
             let mut floors = txn.open_table(ACK_FLOORS)?;
             let mut acked = txn.open_table(ACKED)?;
+            let mut retries = txn.open_table(RETRIES)?;
             for (partition, plan) in plans {
+                for &offset in &plan.acked {
+                    retries.remove((name, *partition, offset))?;
+                }
                 for &offset in &plan.delete {
                     acked.remove((name, *partition, offset))?;
                 }
@@ -201,6 +315,180 @@ impl MetaStore {
                     acked.insert((name, *partition, offset), ())?;
                 }
                 floors.insert((name, *partition), plan.new_floor)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl MetaStore {
+    pub(crate) fn put_retries(
+        &self,
+        name: &str,
+        retries: &[(u32, u64, RetryRow)],
+        durable: bool,
+    ) -> Result<(), EmbeddedError> {
+        let rows = retries
+            .iter()
+            .map(|(p, o, row)| Ok((*p, *o, encode(row)?)))
+            .collect::<Result<Vec<_>, EmbeddedError>>()?;
+        self.write_with(durable, |txn| {
+            let mut table = txn.open_table(RETRIES)?;
+            for (partition, offset, bytes) in &rows {
+                table.insert((name, *partition, *offset), bytes.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(crate) fn retries(&self, name: &str) -> Result<Vec<(u32, u64, RetryRow)>, EmbeddedError> {
+        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        let table = txn.open_table(RETRIES).map_err(EmbeddedError::meta)?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((name, 0, 0)..=(name, u32::MAX, u64::MAX))
+            .map_err(EmbeddedError::meta)?
+        {
+            let (k, v) = entry.map_err(EmbeddedError::meta)?;
+            let (_, partition, offset) = k.value();
+            out.push((partition, offset, decode("retry", v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Seek: forgets a subscription's acks and retries and sets new floors.
+    pub(crate) fn reset_subscription(
+        &self,
+        name: &str,
+        floors: &[u64],
+    ) -> Result<(), EmbeddedError> {
+        self.write(|txn| {
+            let mut acked = txn.open_table(ACKED)?;
+            acked.retain_in((name, 0, 0)..=(name, u32::MAX, u64::MAX), |_, _| false)?;
+            let mut retries = txn.open_table(RETRIES)?;
+            retries.retain_in((name, 0, 0)..=(name, u32::MAX, u64::MAX), |_, _| false)?;
+            let mut table = txn.open_table(ACK_FLOORS)?;
+            for (partition, floor) in (0u32..).zip(floors) {
+                table.insert((name, partition), *floor)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores delayed messages and dedup entries of one publish in one durable transaction.
+    pub(crate) fn put_scheduled(
+        &self,
+        topic: &str,
+        delayed: &[(i64, u128, DelayedRow)],
+        dedup: &[(String, DedupRow)],
+    ) -> Result<(), EmbeddedError> {
+        let delayed = delayed
+            .iter()
+            .map(|(due, id, row)| Ok((*due, *id, encode(row)?)))
+            .collect::<Result<Vec<_>, EmbeddedError>>()?;
+        let dedup = dedup
+            .iter()
+            .map(|(id, row)| Ok((id.as_str(), row.expires_ms, encode(row)?)))
+            .collect::<Result<Vec<_>, EmbeddedError>>()?;
+        self.write(|txn| {
+            let mut table = txn.open_table(DELAYED)?;
+            for (due, id, bytes) in &delayed {
+                table.insert((topic, *due, *id), bytes.as_slice())?;
+            }
+            let mut table = txn.open_table(DEDUP)?;
+            let mut expiry = txn.open_table(DEDUP_EXPIRY)?;
+            for (id, expires, bytes) in &dedup {
+                table.insert((topic, *id), bytes.as_slice())?;
+                expiry.insert((*expires, topic, *id), ())?;
+            }
+            Ok(())
+        })
+    }
+
+    pub(crate) fn dedup(&self, topic: &str, id: &str) -> Result<Option<DedupRow>, EmbeddedError> {
+        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        let table = txn.open_table(DEDUP).map_err(EmbeddedError::meta)?;
+        let value = table.get((topic, id)).map_err(EmbeddedError::meta)?;
+        value.map(|v| decode("dedup", v.value())).transpose()
+    }
+
+    /// Deletes dedup entries that expired by `now_ms`; returns how many.
+    pub(crate) fn sweep_dedup(&self, now_ms: i64) -> Result<usize, EmbeddedError> {
+        self.write_with(false, |txn| {
+            let mut expiry = txn.open_table(DEDUP_EXPIRY)?;
+            let mut table = txn.open_table(DEDUP)?;
+            let mut gone = Vec::new();
+            for entry in expiry.range((i64::MIN, "", "")..(now_ms, "", ""))? {
+                let (k, _) = entry?;
+                let (at, topic, id) = k.value();
+                gone.push((at, topic.to_owned(), id.to_owned()));
+            }
+            for (at, topic, id) in &gone {
+                expiry.remove((*at, topic.as_str(), id.as_str()))?;
+                // A newer entry for the same id (stored after this one expired) has a later expiry.
+                let current = table
+                    .get((topic.as_str(), id.as_str()))?
+                    .map(|v| decode::<DedupRow>("dedup", v.value()))
+                    .transpose()?;
+                if current.is_some_and(|row| row.expires_ms <= *at) {
+                    table.remove((topic.as_str(), id.as_str()))?;
+                }
+            }
+            Ok(gone.len())
+        })
+    }
+
+    /// Delayed messages of a topic due by `now_ms`, earliest first, at most `max`.
+    pub(crate) fn due_delayed(
+        &self,
+        topic: &str,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<Vec<(i64, u128, DelayedRow)>, EmbeddedError> {
+        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        let table = txn.open_table(DELAYED).map_err(EmbeddedError::meta)?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((topic, i64::MIN, 0)..=(topic, now_ms, u128::MAX))
+            .map_err(EmbeddedError::meta)?
+            .take(max)
+        {
+            let (k, v) = entry.map_err(EmbeddedError::meta)?;
+            let (_, due, id) = k.value();
+            out.push((due, id, decode("delayed", v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// The earliest due time and the number of delayed messages of a topic.
+    pub(crate) fn delayed_summary(&self, topic: &str) -> Result<(Option<i64>, u64), EmbeddedError> {
+        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        let table = txn.open_table(DELAYED).map_err(EmbeddedError::meta)?;
+        let mut range = table
+            .range((topic, i64::MIN, 0)..=(topic, i64::MAX, u128::MAX))
+            .map_err(EmbeddedError::meta)?;
+        let first = match range.next() {
+            Some(entry) => Some(entry.map_err(EmbeddedError::meta)?.0.value().1),
+            None => None,
+        };
+        let count = if first.is_some() {
+            1 + range.count() as u64
+        } else {
+            0
+        };
+        Ok((first, count))
+    }
+
+    /// Removes delayed messages once they were appended to their partition log.
+    pub(crate) fn delete_delayed(
+        &self,
+        topic: &str,
+        keys: &[(i64, u128)],
+    ) -> Result<(), EmbeddedError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(DELAYED)?;
+            for (due, id) in keys {
+                table.remove((topic, *due, *id))?;
             }
             Ok(())
         })
@@ -233,19 +521,37 @@ mod tests {
                 topic: "t".into(),
                 ack_deadline_ms: 1000,
                 created_at_ms: 0,
+                backoff: None,
+                max_deliveries: None,
+                dead_letter_topic: None,
+                ordered: false,
+                filter: None,
             };
             store.put_subscription("s", &row, &[0, 0]).unwrap();
             let plan = AckPlan {
                 new_floor: 2,
                 insert: vec![5, 9],
                 delete: vec![],
+                acked: vec![0, 1, 5, 9],
             };
-            store.apply_acks("s", &[(1, plan)]).unwrap();
+            store.apply_acks("s", &[(1, plan)], true).unwrap();
+            let retry = RetryRow {
+                attempt: 3,
+                not_before_ms: 77,
+                key: Some("k".into()),
+            };
+            store.put_retries("s", &[(0, 4, retry)], true).unwrap();
         }
         let store = MetaStore::open(&path).unwrap();
         let state = store.ack_state("s", 2).unwrap();
         assert_eq!(state[0], (0, BTreeSet::new()));
         assert_eq!(state[1], (2, BTreeSet::from([5, 9])));
         assert_eq!(store.subscriptions().unwrap().len(), 1);
+        let retries = store.retries("s").unwrap();
+        assert_eq!(retries.len(), 1);
+        assert_eq!(
+            (retries[0].0, retries[0].1, retries[0].2.attempt),
+            (0, 4, 3)
+        );
     }
 }

@@ -1,10 +1,13 @@
-//! One open topic: its partition logs, partition choice, and reads back into messages.
+//! One open topic: its partition logs, partition choice, reads back into messages, and the
+//! counters its stats report.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use futures_util::future::try_join_all;
-use opal_core::{Message, NewMessage, PublishResult, Topic, partition_for_key};
+use opal_core::{
+    Message, NewMessage, PartitionStats, RetentionPolicy, Topic, TopicStats, partition_for_key,
+};
 use opal_log::{Log, LogConfig};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -14,36 +17,72 @@ use crate::{EmbeddedError, codec};
 /// Upper bound on the bytes read from a log in one go when filling a pull.
 const READ_CHUNK_BYTES: usize = 1024 * 1024;
 
+/// No delayed message pending.
+pub(crate) const NOTHING_SCHEDULED: i64 = i64::MAX;
+
 #[derive(Debug)]
 pub(crate) struct OpenTopic {
     pub(crate) topic: Topic,
     logs: Vec<Log>,
     /// Spreads keyless messages over partitions.
     round_robin: AtomicU32,
-    /// Woken after every publish, so long-polling pulls re-check without polling.
+    /// Woken after every append, so long-polling pulls re-check without polling.
     pub(crate) published: Notify,
+    /// Serialises publishes that carry dedup ids, so that two racing repeats cannot both store.
+    pub(crate) dedup_lock: tokio::sync::Mutex<()>,
+    /// Earliest due time of this topic's delayed messages (`NOTHING_SCHEDULED` when none).
+    pub(crate) next_due_ms: AtomicI64,
+    pub(crate) scheduled: AtomicU64,
+    pub(crate) published_messages: AtomicU64,
+    pub(crate) published_bytes: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
 }
 
 pub(crate) fn topic_dir(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join("topics").join(name)
 }
 
+/// The log settings of a topic: the backend's defaults with the topic's retention.
+pub(crate) fn log_config(base: &LogConfig, topic: &Topic) -> LogConfig {
+    let retention = &topic.config.retention;
+    LogConfig {
+        retention_max_age: retention.max_age_ms.map(std::time::Duration::from_millis),
+        // Under `acked`, size does not delete: only acks (and age) do.
+        retention_max_bytes: match retention.policy {
+            RetentionPolicy::Limits => retention.max_bytes,
+            RetentionPolicy::Acked => None,
+        },
+        ..base.clone()
+    }
+}
+
 impl OpenTopic {
     pub(crate) fn open(
         data_dir: &Path,
         topic: Topic,
-        log_config: &LogConfig,
+        base: &LogConfig,
     ) -> Result<Self, EmbeddedError> {
         let dir = topic_dir(data_dir, topic.name.as_str());
+        let config = log_config(base, &topic);
         let logs = (0..topic.config.partitions)
-            .map(|p| Log::open(&dir.join(p.to_string()), log_config.clone()))
+            .map(|p| Log::open(&dir.join(p.to_string()), config.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(OpenTopic {
             topic,
             logs,
             round_robin: AtomicU32::new(0),
             published: Notify::new(),
+            dedup_lock: tokio::sync::Mutex::new(()),
+            next_due_ms: AtomicI64::new(NOTHING_SCHEDULED),
+            scheduled: AtomicU64::new(0),
+            published_messages: AtomicU64::new(0),
+            published_bytes: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
         })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.topic.name.as_str()
     }
 
     pub(crate) fn partitions(&self) -> u32 {
@@ -54,26 +93,26 @@ impl OpenTopic {
         &self.logs[partition as usize]
     }
 
-    fn partition_for(&self, key: Option<&str>) -> u32 {
+    pub(crate) fn partition_for(&self, key: Option<&str>) -> u32 {
         match key {
             Some(key) => partition_for_key(key, self.partitions()),
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % self.partitions(),
         }
     }
 
-    /// Appends the messages (already validated), one batch per partition, all partitions at once.
-    pub(crate) async fn publish(
+    /// Appends messages with their chosen partitions and ids, one batch per partition, all
+    /// partitions at once; returns each message's offset in input order.
+    pub(crate) async fn append(
         &self,
-        messages: Vec<NewMessage>,
+        messages: Vec<(u32, Uuid, NewMessage)>,
         now_ms: i64,
-    ) -> Result<Vec<PublishResult>, EmbeddedError> {
-        let mut per_partition: Vec<Vec<(usize, Uuid)>> = vec![Vec::new(); self.logs.len()];
+    ) -> Result<Vec<u64>, EmbeddedError> {
+        let count = messages.len();
+        let mut slots: Vec<Vec<usize>> = vec![Vec::new(); self.logs.len()];
         let mut records = vec![Vec::new(); self.logs.len()];
-        for (index, message) in messages.into_iter().enumerate() {
-            let partition = self.partition_for(message.key.as_deref()) as usize;
-            let id = Uuid::now_v7();
-            per_partition[partition].push((index, id));
-            records[partition].push(codec::to_record(message, id, now_ms));
+        for (index, (partition, id, message)) in messages.into_iter().enumerate() {
+            slots[partition as usize].push(index);
+            records[partition as usize].push(codec::to_record(message, id, now_ms));
         }
         let appends = records
             .into_iter()
@@ -86,18 +125,13 @@ impl OpenTopic {
         let appended = try_join_all(appends).await?;
         self.published.notify_waiters();
 
-        let total = per_partition.iter().map(Vec::len).sum();
-        let mut results = vec![None; total];
+        let mut offsets = vec![0; count];
         for (partition, base) in appended {
-            for (i, &(index, id)) in per_partition[partition].iter().enumerate() {
-                results[index] = Some(PublishResult {
-                    id,
-                    partition: partition as u32,
-                    offset: base + i as u64,
-                });
+            for (i, &index) in slots[partition].iter().enumerate() {
+                offsets[index] = base + i as u64;
             }
         }
-        Ok(results.into_iter().flatten().collect())
+        Ok(offsets)
     }
 
     /// Messages of one partition from `offset` on (at most about one read chunk).
@@ -125,6 +159,52 @@ impl OpenTopic {
             Err(opal_log::LogError::OffsetBelowStart { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Counts stored publishes (delayed ones when accepted, not again when they fall due).
+    pub(crate) fn count_published(&self, messages: usize, bytes: u64) {
+        self.published_messages
+            .fetch_add(messages as u64, Ordering::Relaxed);
+        self.published_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> TopicStats {
+        let partitions = (0..self.partitions())
+            .map(|p| {
+                let s = self.log(p).stats();
+                PartitionStats {
+                    partition: p,
+                    start_offset: s.start_offset,
+                    end_offset: s.next_offset,
+                    messages: s.next_offset - s.start_offset,
+                    bytes: s.size_bytes,
+                }
+            })
+            .collect();
+        TopicStats {
+            partitions,
+            published_messages: self.published_messages.load(Ordering::Relaxed),
+            published_bytes: self.published_bytes.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            scheduled: self.scheduled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Applies retention to every partition; `released` gives, per partition, the offset below
+    /// which every subscription has acked (for the `acked` policy). Returns deleted segments.
+    pub(crate) fn enforce_retention(
+        &self,
+        now_ms: i64,
+        released: Option<&[u64]>,
+    ) -> Result<usize, EmbeddedError> {
+        let mut deleted = 0;
+        for (p, log) in self.logs.iter().enumerate() {
+            deleted += match released.and_then(|r| r.get(p)) {
+                Some(&below) => log.enforce_retention_released(now_ms, below)?,
+                None => log.enforce_retention(now_ms)?,
+            };
+        }
+        Ok(deleted)
     }
 
     pub(crate) fn close(&self) -> Result<(), EmbeddedError> {

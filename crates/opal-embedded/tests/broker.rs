@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use opal_core::{
-    AckId, Broker, BrokerError, Created, DataEncoding, NewMessage, SubscriptionConfig,
-    SubscriptionName, TopicConfig, TopicName,
+    AckId, Broker, BrokerError, Created, DataEncoding, NewMessage, Settle, StartPosition,
+    SubscriptionConfig, SubscriptionName, TopicConfig, TopicName,
 };
 use opal_embedded::{EmbeddedBroker, EmbeddedConfig};
 
@@ -16,6 +16,8 @@ fn message(i: usize, key: Option<&str>) -> NewMessage {
         attributes: BTreeMap::from([("i".to_owned(), i.to_string())]),
         data: Bytes::from(format!("payload-{i}")),
         encoding: DataEncoding::Binary,
+        dedup_id: None,
+        deliver_at: None,
     }
 }
 
@@ -23,14 +25,23 @@ async fn setup(dir: &std::path::Path, partitions: u32, ack_deadline_ms: u64) -> 
     let broker = EmbeddedBroker::open(EmbeddedConfig::new(dir)).unwrap();
     let topic = TopicName::new("t").unwrap();
     broker
-        .create_topic(&topic, TopicConfig { partitions })
+        .create_topic(
+            &topic,
+            TopicConfig {
+                partitions,
+                ..TopicConfig::default()
+            },
+        )
         .await
         .unwrap();
     let config = SubscriptionConfig {
-        topic,
         ack_deadline_ms,
+        ..SubscriptionConfig::new(topic)
     };
-    broker.create_subscription(&sub(), config).await.unwrap();
+    broker
+        .create_subscription(&sub(), config, StartPosition::Earliest)
+        .await
+        .unwrap();
     broker
 }
 
@@ -81,10 +92,10 @@ async fn unacked_messages_come_back_after_the_deadline_with_the_next_attempt() {
     let first = broker.pull(&sub(), 10, Duration::ZERO).await.unwrap();
     assert_eq!(first.len(), 2);
     let acked = broker
-        .ack(&sub(), &[first[0].ack_id.clone()])
+        .settle(&sub(), &[first[0].ack_id.clone()], Settle::Ack)
         .await
         .unwrap();
-    assert_eq!((acked.acked, acked.rejected.len()), (1, 0));
+    assert_eq!((acked.applied, acked.rejected.len()), (1, 0));
 
     assert!(
         broker
@@ -104,15 +115,15 @@ async fn unacked_messages_come_back_after_the_deadline_with_the_next_attempt() {
 
     // The first lease's receipt no longer acks anything.
     let stale = broker
-        .ack(&sub(), &[first[1].ack_id.clone()])
+        .settle(&sub(), &[first[1].ack_id.clone()], Settle::Ack)
         .await
         .unwrap();
-    assert_eq!((stale.acked, stale.rejected.len()), (0, 1));
+    assert_eq!((stale.applied, stale.rejected.len()), (0, 1));
     let fresh = broker
-        .ack(&sub(), &[again[0].ack_id.clone()])
+        .settle(&sub(), &[again[0].ack_id.clone()], Settle::Ack)
         .await
         .unwrap();
-    assert_eq!(fresh.acked, 1);
+    assert_eq!(fresh.applied, 1);
 }
 
 #[tokio::test]
@@ -152,7 +163,14 @@ async fn acks_survive_reopen_and_unacked_messages_return() {
             .filter(|d| d.message.attributes["i"].parse::<usize>().unwrap() % 2 == 1)
             .map(|d| d.ack_id.clone())
             .collect();
-        assert_eq!(broker.ack(&sub(), &odd).await.unwrap().acked, 10);
+        assert_eq!(
+            broker
+                .settle(&sub(), &odd, Settle::Ack)
+                .await
+                .unwrap()
+                .applied,
+            10
+        );
         broker.close().await.unwrap();
     }
     let broker = EmbeddedBroker::open(EmbeddedConfig::new(dir.path())).unwrap();
@@ -166,7 +184,13 @@ async fn acks_survive_reopen_and_unacked_messages_return() {
     back.sort_unstable();
     assert_eq!(back, (0..20).filter(|i| i % 2 == 0).collect::<Vec<_>>());
     let (_, created) = broker
-        .create_topic(&topic(), TopicConfig { partitions: 2 })
+        .create_topic(
+            &topic(),
+            TopicConfig {
+                partitions: 2,
+                ..TopicConfig::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(created, Created::Existing);
@@ -192,21 +216,28 @@ async fn invalid_input_stores_nothing() {
     );
 
     let err = broker
-        .ack(&sub(), &[AckId("nonsense".into())])
+        .settle(&sub(), &[AckId("nonsense".into())], Settle::Ack)
         .await
         .unwrap_err();
     assert!(matches!(err, BrokerError::Invalid { .. }), "{err}");
     let err = broker
-        .create_topic(&topic(), TopicConfig { partitions: 3 })
+        .create_topic(
+            &topic(),
+            TopicConfig {
+                partitions: 3,
+                ..TopicConfig::default()
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, BrokerError::Conflict { .. }), "{err}");
-    let missing = SubscriptionConfig {
-        topic: TopicName::new("nope").unwrap(),
-        ack_deadline_ms: 1000,
-    };
+    let missing = SubscriptionConfig::new(TopicName::new("nope").unwrap());
     let err = broker
-        .create_subscription(&SubscriptionName::new("x").unwrap(), missing)
+        .create_subscription(
+            &SubscriptionName::new("x").unwrap(),
+            missing,
+            StartPosition::Earliest,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, BrokerError::TopicNotFound(_)), "{err}");

@@ -207,7 +207,25 @@ impl Log {
     /// `now_ms` is compared with record timestamps; see `docs/storage.md` for the rules.
     /// Blocks the calling thread until the writer has done it.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
-        self.request(|reply| Command::Retention { now_ms, reply })
+        self.request(|reply| Command::Retention {
+            now_ms,
+            released_below: None,
+            reply,
+        })
+    }
+
+    /// `enforce_retention`, and also deletes closed segments whose every record lies below
+    /// `released_below` (the caller's readers are done with them).
+    pub fn enforce_retention_released(
+        &self,
+        now_ms: i64,
+        released_below: u64,
+    ) -> Result<usize, LogError> {
+        self.request(|reply| Command::Retention {
+            now_ms,
+            released_below: Some(released_below),
+            reply,
+        })
     }
 
     pub fn stats(&self) -> LogStats {

@@ -24,14 +24,16 @@ pub(crate) fn should_roll<'a>(
     })
 }
 
-/// How many of the oldest closed segments to delete: while the oldest one is expired or the
-/// log (all segments, active included) is larger than `retention_max_bytes`. Deletion stops at
-/// the first segment kept, so the log never gets a hole.
+/// How many of the oldest closed segments to delete: while the oldest one is expired, or the
+/// log (all segments, active included) is larger than `retention_max_bytes`, or every record
+/// of it lies below `released_below` (its readers are done with it). Deletion stops at the
+/// first segment kept, so the log never gets a hole.
 pub(crate) fn segments_to_delete<'a>(
     closed: impl Iterator<Item = &'a SegmentMeta>,
     mut total_bytes: u64,
     config: &LogConfig,
     now_ms: i64,
+    released_below: Option<u64>,
 ) -> usize {
     let max_age = config.retention_max_age_ms();
     let mut count = 0;
@@ -40,13 +42,32 @@ pub(crate) fn segments_to_delete<'a>(
         let too_big = config
             .retention_max_bytes
             .is_some_and(|limit| total_bytes > limit);
-        if !(expired || too_big) {
+        let released = released_below.is_some_and(|below| segment.next_offset <= below);
+        if !(expired || too_big || released) {
             break;
         }
         total_bytes -= segment.size;
         count += 1;
     }
     count
+}
+
+#[cfg(test)]
+mod released_tests {
+    use super::*;
+
+    #[test]
+    fn released_segments_go_oldest_first_and_stop_at_the_first_kept() {
+        let mut a = SegmentMeta::empty(0);
+        a.push_batch(10, 10, 100);
+        let mut b = SegmentMeta::empty(10);
+        b.push_batch(10, 10, 100);
+        let cfg = LogConfig::default();
+        assert_eq!(segments_to_delete([a, b].iter(), 20, &cfg, 0, Some(9)), 0);
+        assert_eq!(segments_to_delete([a, b].iter(), 20, &cfg, 0, Some(10)), 1);
+        assert_eq!(segments_to_delete([a, b].iter(), 20, &cfg, 0, Some(25)), 2);
+        assert_eq!(segments_to_delete([a, b].iter(), 20, &cfg, 0, None), 0);
+    }
 }
 
 #[cfg(test)]
@@ -78,11 +99,11 @@ mod tests {
             segment(20, 10, 200),
         ];
         let cfg = config(Some(300), None);
-        assert_eq!(segments_to_delete(closed.iter(), 40, &cfg, 350), 0);
-        assert_eq!(segments_to_delete(closed.iter(), 40, &cfg, 401), 1);
+        assert_eq!(segments_to_delete(closed.iter(), 40, &cfg, 350, None), 0);
+        assert_eq!(segments_to_delete(closed.iter(), 40, &cfg, 401, None), 1);
         // The third is expired at 600 but the second is not: no hole.
-        assert_eq!(segments_to_delete(closed.iter(), 40, &cfg, 600), 1);
-        assert_eq!(segments_to_delete(closed.iter(), 40, &cfg, 801), 3);
+        assert_eq!(segments_to_delete(closed.iter(), 40, &cfg, 600, None), 1);
+        assert_eq!(segments_to_delete(closed.iter(), 40, &cfg, 801, None), 3);
     }
 
     #[test]
@@ -90,11 +111,11 @@ mod tests {
         let closed = [segment(0, 10, 0), segment(10, 20, 0), segment(20, 30, 0)];
         let cfg = config(None, Some(45));
         // 60 closed + 5 active = 65 > 45: drop 10 (55 > 45), drop 20 (35): stop.
-        assert_eq!(segments_to_delete(closed.iter(), 65, &cfg, 0), 2);
-        assert_eq!(segments_to_delete(closed.iter(), 45, &cfg, 0), 0);
+        assert_eq!(segments_to_delete(closed.iter(), 65, &cfg, 0, None), 2);
+        assert_eq!(segments_to_delete(closed.iter(), 45, &cfg, 0, None), 0);
         // Never the active segment, however large.
-        assert_eq!(segments_to_delete(closed.iter(), 1_000, &cfg, 0), 3);
-        assert_eq!(segments_to_delete([].iter(), 1_000, &cfg, 0), 0);
+        assert_eq!(segments_to_delete(closed.iter(), 1_000, &cfg, 0, None), 3);
+        assert_eq!(segments_to_delete([].iter(), 1_000, &cfg, 0, None), 0);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub(crate) enum Command {
     Roll(SyncSender<Result<()>>),
     Retention {
         now_ms: i64,
+        released_below: Option<u64>,
         reply: SyncSender<Result<usize>>,
     },
     Close(SyncSender<Result<()>>),
@@ -126,8 +127,13 @@ impl Writer {
                     let result = self.unless_failed(Self::roll);
                     let _ = reply.send(result);
                 }
-                Command::Retention { now_ms, reply } => {
-                    let result = self.unless_failed(|w| w.enforce_retention(now_ms));
+                Command::Retention {
+                    now_ms,
+                    released_below,
+                    reply,
+                } => {
+                    let result =
+                        self.unless_failed(|w| w.enforce_retention(now_ms, released_below));
                     let _ = reply.send(result);
                 }
                 Command::Close(reply) => {
@@ -454,7 +460,7 @@ impl Writer {
         Ok(())
     }
 
-    fn enforce_retention(&mut self, now_ms: i64) -> Result<usize> {
+    fn enforce_retention(&mut self, now_ms: i64, released_below: Option<u64>) -> Result<usize> {
         let shared = self.shared.clone();
         let config = &shared.config;
         let roll =
@@ -469,6 +475,7 @@ impl Writer {
                 state.size_bytes(),
                 config,
                 now_ms,
+                released_below,
             );
             let doomed: Vec<SegmentMeta> = state.closed.drain(..count).collect();
             state.closed_bytes -= doomed.iter().map(|s| s.size).sum::<u64>();

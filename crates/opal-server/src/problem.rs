@@ -103,13 +103,16 @@ impl ProblemKind {
     }
 }
 
-/// One invalid part of a request: a body member (by JSON Pointer) or a path parameter (by name).
+/// One invalid part of a request: a body member (by JSON Pointer), a path parameter (by name) or
+/// a request header (by name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct FieldError {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) pointer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) parameter: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) header: Option<String>,
     pub(crate) detail: String,
 }
 
@@ -118,6 +121,7 @@ impl FieldError {
         FieldError {
             pointer: Some(pointer.into()),
             parameter: None,
+            header: None,
             detail: detail.into(),
         }
     }
@@ -126,6 +130,16 @@ impl FieldError {
         FieldError {
             pointer: None,
             parameter: Some(name.into()),
+            header: None,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn header(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            pointer: None,
+            parameter: None,
+            header: Some(name.into()),
             detail: detail.into(),
         }
     }
@@ -136,9 +150,10 @@ impl FieldError {
     }
 
     fn describe(&self) -> String {
-        match (&self.pointer, &self.parameter) {
-            (_, Some(name)) => format!("path parameter `{name}`: {}", self.detail),
-            (Some(p), None) if !p.is_empty() => format!("{p}: {}", self.detail),
+        match (&self.pointer, &self.parameter, &self.header) {
+            (_, Some(name), _) => format!("path parameter `{name}`: {}", self.detail),
+            (_, _, Some(name)) => format!("header `{name}`: {}", self.detail),
+            (Some(p), _, _) if !p.is_empty() => format!("{p}: {}", self.detail),
             _ => self.detail.clone(),
         }
     }

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json as JsonResponse, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use jiff::Timestamp;
-use opal_core::{BrokerError, DataEncoding, Message, NewMessage, PublishResult};
+use opal_core::{BrokerError, DataEncoding, Limits, Message, NewMessage, PublishResult};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -41,6 +42,15 @@ struct PublishMessage {
     key: Option<String>,
     #[serde(default)]
     attributes: Option<BTreeMap<String, String>>,
+    /// A repeat inside the topic's dedup window stores nothing and answers the first result.
+    #[serde(default)]
+    dedup_id: Option<String>,
+    /// Invisible to subscriptions for this long (exclusive with `deliver_at`).
+    #[serde(default)]
+    delay_ms: Option<u64>,
+    /// Invisible to subscriptions until then (exclusive with `delay_ms`).
+    #[serde(default)]
+    deliver_at: Option<Timestamp>,
 }
 
 /// `"data": null` is a JSON payload like any other, so a present member is always `Some`
@@ -58,15 +68,23 @@ struct PublishResponse {
 struct Published {
     id: Uuid,
     partition: u32,
-    offset: u64,
+    /// `null` while a delayed message waits for its time.
+    offset: Option<u64>,
+    /// Always present: `true` when the dedup id was seen inside the window and nothing was stored.
+    duplicate: bool,
+    /// Only for a delayed message (not for a duplicate: the stored message's time is not known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliver_at: Option<Timestamp>,
 }
 
-impl From<PublishResult> for Published {
-    fn from(r: PublishResult) -> Self {
+impl Published {
+    fn new(r: PublishResult, deliver_at: Option<Timestamp>) -> Self {
         Published {
             id: r.id,
             partition: r.partition,
             offset: r.offset,
+            duplicate: r.duplicate,
+            deliver_at: if r.duplicate { None } else { deliver_at },
         }
     }
 }
@@ -75,19 +93,82 @@ impl From<PublishResult> for Published {
 async fn publish(
     State(state): State<AppState>,
     Path(topic): Path<String>,
+    headers: HeaderMap,
     Json(request): Json<PublishRequest>,
 ) -> Result<JsonResponse<PublishResponse>, Problem> {
     let topic = topic_param(topic)?;
-    let messages = to_new_messages(request, &state)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    // The broker keeps its own clock for when messages become visible; a delay only needs a
+    // starting point, and the wall clock is as good as any.
+    let now = Timestamp::now();
+    let messages = to_new_messages(request, idempotency_key.as_deref(), now, &state)?;
+    let deliver_at: Vec<Option<Timestamp>> = messages.iter().map(|m| m.deliver_at).collect();
     let results = state.broker.publish(&topic, messages).await?;
     Ok(JsonResponse(PublishResponse {
-        results: results.into_iter().map(Into::into).collect(),
+        results: results
+            .into_iter()
+            .zip(deliver_at)
+            .map(|(result, at)| Published::new(result, at))
+            .collect(),
     }))
+}
+
+/// The request header that names a one-message publish, as in the IETF draft
+/// "The Idempotency-Key HTTP Header Field".
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The `Idempotency-Key` header, if given: a structured-field string (`"abc"`) or, leniently, a
+/// bare token (`abc`).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = |detail: &str| Problem::invalid(vec![FieldError::header(IDEMPOTENCY_KEY, detail)]);
+    if values.next().is_some() {
+        return Err(bad("must be given at most once"));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| bad("must be printable ASCII"))?
+        .trim();
+    parse_idempotency_key(text)
+        .map(Some)
+        .ok_or_else(|| bad(r#"must be a non-empty quoted string ("abc") or a bare token (abc)"#))
+}
+
+/// An RFC 8941 string (`"a\"b"` is `a"b`), or a bare run of visible ASCII without `"`, `\`, `,`
+/// and `;` (which would make it a list or carry parameters).
+fn parse_idempotency_key(text: &str) -> Option<String> {
+    if let Some(quoted) = text.strip_prefix('"') {
+        let mut key = String::new();
+        let mut chars = quoted.chars();
+        loop {
+            match chars.next()? {
+                '"' => break,
+                '\\' => match chars.next()? {
+                    c @ ('"' | '\\') => key.push(c),
+                    _ => return None,
+                },
+                c if (' '..='~').contains(&c) => key.push(c),
+                _ => return None,
+            }
+        }
+        (chars.as_str().is_empty() && !key.is_empty()).then_some(key)
+    } else {
+        let ok = |c: char| c.is_ascii_graphic() && !matches!(c, '"' | '\\' | ',' | ';');
+        (!text.is_empty() && text.chars().all(ok)).then(|| text.to_owned())
+    }
 }
 
 /// Converts and validates the whole batch, collecting one error per bad message, so that a client
 /// fixes everything in one round trip. Nothing reaches the broker unless all are valid.
-fn to_new_messages(request: PublishRequest, state: &AppState) -> Result<Vec<NewMessage>, Problem> {
+fn to_new_messages(
+    request: PublishRequest,
+    idempotency_key: Option<&str>,
+    now: Timestamp,
+    state: &AppState,
+) -> Result<Vec<NewMessage>, Problem> {
     let limits = &state.limits;
     let count = request.messages.len();
     if count == 0 || count > limits.max_batch_messages {
@@ -99,10 +180,21 @@ fn to_new_messages(request: PublishRequest, state: &AppState) -> Result<Vec<NewM
             ),
         )]));
     }
+    if idempotency_key.is_some() && count > 1 {
+        return Err(Problem::invalid(vec![FieldError::header(
+            IDEMPOTENCY_KEY,
+            format!(
+                "applies to a one-message batch only, this one has {count}; \
+                 give each message its own `dedup_id` instead"
+            ),
+        )]));
+    }
     let mut errors = Vec::new();
     let mut messages = Vec::with_capacity(count);
     for (index, message) in request.messages.into_iter().enumerate() {
-        match to_new_message(index, message).and_then(|m| validate(index, m, state)) {
+        match to_new_message(index, message, idempotency_key, now, limits)
+            .and_then(|(m, origin)| validate(index, m, origin, now, limits))
+        {
             Ok(message) => messages.push(message),
             Err(error) => errors.push(error),
         }
@@ -114,7 +206,22 @@ fn to_new_messages(request: PublishRequest, state: &AppState) -> Result<Vec<NewM
     }
 }
 
-fn to_new_message(index: usize, message: PublishMessage) -> Result<NewMessage, FieldError> {
+/// Which request members the dedup id and the delivery time came from, so that an error points
+/// at what the client actually sent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Origin {
+    dedup_id_from_header: bool,
+    deliver_at_from_delay: bool,
+}
+
+fn to_new_message(
+    index: usize,
+    message: PublishMessage,
+    idempotency_key: Option<&str>,
+    now: Timestamp,
+    limits: &Limits,
+) -> Result<(NewMessage, Origin), FieldError> {
+    let mut origin = Origin::default();
     let (data, encoding) = match (message.data, message.data_base64) {
         (Some(json), None) => (
             Bytes::from(String::from(Box::<str>::from(json))),
@@ -142,22 +249,81 @@ fn to_new_message(index: usize, message: PublishMessage) -> Result<NewMessage, F
             ));
         }
     };
-    Ok(NewMessage {
+    let dedup_id = match (message.dedup_id, idempotency_key) {
+        (Some(own), Some(key)) if own != key => {
+            return Err(FieldError::at(
+                format!("/messages/{index}/dedup_id"),
+                format!(
+                    "differs from the `{IDEMPOTENCY_KEY}` header; give one of them, or the same value in both"
+                ),
+            ));
+        }
+        (Some(own), _) => Some(own),
+        (None, Some(key)) => {
+            origin.dedup_id_from_header = true;
+            Some(key.to_owned())
+        }
+        (None, None) => None,
+    };
+    let deliver_at = match (message.delay_ms, message.deliver_at) {
+        (Some(_), Some(_)) => {
+            return Err(FieldError::at(
+                format!("/messages/{index}"),
+                "give at most one of `delay_ms` and `deliver_at`, not both",
+            ));
+        }
+        (Some(delay_ms), None) => {
+            origin.deliver_at_from_delay = true;
+            let too_long = || {
+                FieldError::at(
+                    format!("/messages/{index}/delay_ms"),
+                    format!("must be at most {}", limits.max_delay_ms),
+                )
+            };
+            if delay_ms > limits.max_delay_ms {
+                return Err(too_long());
+            }
+            let at = i64::try_from(delay_ms)
+                .ok()
+                .and_then(|ms| now.as_millisecond().checked_add(ms))
+                .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+                .ok_or_else(too_long)?;
+            Some(at)
+        }
+        (None, at) => at,
+    };
+    // A time that is not in the future means "now": the message is stored as an ordinary one.
+    let deliver_at = deliver_at.filter(|at| *at > now);
+    let message = NewMessage {
         key: message.key,
         attributes: message.attributes.unwrap_or_default(),
         data,
         encoding,
-    })
+        dedup_id,
+        deliver_at,
+    };
+    Ok((message, origin))
 }
 
-fn validate(index: usize, message: NewMessage, state: &AppState) -> Result<NewMessage, FieldError> {
-    match message.validate(index, &state.limits) {
+fn validate(
+    index: usize,
+    message: NewMessage,
+    origin: Origin,
+    now: Timestamp,
+    limits: &Limits,
+) -> Result<NewMessage, FieldError> {
+    match message.validate(index, limits, now) {
         Ok(()) => Ok(message),
         Err(BrokerError::Invalid { field, reason }) => {
-            // The core calls the payload `data`; point at the member the client actually sent.
-            let data_field = format!("messages[{index}].data");
-            let field = if field == data_field && message.encoding == DataEncoding::Binary {
-                format!("{data_field}_base64")
+            // The core names the members of `NewMessage`; point at the member the client sent.
+            let member = |name: &str| format!("messages[{index}].{name}");
+            if field == member("dedup_id") && origin.dedup_id_from_header {
+                return Err(FieldError::header(IDEMPOTENCY_KEY, reason));
+            }
+            let field = if field == member("data") && message.encoding == DataEncoding::Binary {
+                member("data_base64")
+            } else if field == member("deliver_at") && origin.deliver_at_from_delay {
+                member("delay_ms")
             } else {
                 field
             };
@@ -185,6 +351,9 @@ pub(crate) struct MessageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     data_base64: Option<String>,
     publish_time: Timestamp,
+    /// Only for a message published with a delay: when it became visible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deliver_at: Option<Timestamp>,
 }
 
 impl From<Message> for MessageView {
@@ -210,6 +379,7 @@ impl From<Message> for MessageView {
             data,
             data_base64,
             publish_time: m.publish_time,
+            deliver_at: m.deliver_at,
         }
     }
 }
@@ -218,4 +388,37 @@ impl From<Message> for MessageView {
 fn json_payload(data: &Bytes) -> Option<Box<RawValue>> {
     let text = String::from_utf8(data.to_vec()).ok()?;
     RawValue::from_string(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_sf_strings_or_bare_tokens() {
+        let cases = [
+            (r#""abc""#, Some("abc")),
+            (r#""a b \"c\" \\ d""#, Some(r#"a b "c" \ d"#)),
+            ("abc-1:2/3", Some("abc-1:2/3")),
+            ("01J9Z", Some("01J9Z")),
+            (r#""""#, None),
+            ("", None),
+            (r#""open"#, None),
+            (r#""a"b""#, None),
+            (r#""a\nb""#, None),
+            (r#""abc";p=1"#, None),
+            ("a,b", None),
+            ("a;p=1", None),
+            ("a b", None),
+            (r#"a"b"#, None),
+            ("\"caf\u{e9}\"", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_idempotency_key(text).as_deref(),
+                expected,
+                "for {text:?}"
+            );
+        }
+    }
 }

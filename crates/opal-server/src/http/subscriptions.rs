@@ -8,20 +8,24 @@ use axum::routing::{post, put};
 use axum::{Json as JsonResponse, Router};
 use jiff::Timestamp;
 use opal_core::{
-    AckId, AckOutcome, Created, Delivery, Subscription, SubscriptionConfig, TopicName,
+    AckId, AckOutcome, Backoff, BrokerError, Created, Delivery, Filter, Settle, StartPosition,
+    Subscription, SubscriptionConfig, SubscriptionStats, TopicName,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::messages::MessageView;
 use super::{AppState, subscription_param};
 use crate::json::{Json, OptionalJson};
 use crate::path::Path;
-use crate::problem::{FieldError, Problem};
+use crate::problem::{FieldError, Problem, push_segment};
 
-/// Most ack ids in one ack call: bounds the work (and the durable write) of one request.
-const MAX_ACK_IDS: usize = 1000;
 /// Deliveries one pull returns when the client does not say (capped by the configured limit).
 const DEFAULT_MAX_MESSAGES: usize = 100;
+/// Dead letters one redrive moves when the client does not say.
+const DEFAULT_REDRIVE_MESSAGES: usize = 1000;
+/// Most dead letters one redrive moves: bounds the time one request takes.
+const MAX_REDRIVE_MESSAGES: usize = 10_000;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -31,6 +35,10 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/v1/subscriptions/{subscription}/pull", post(pull))
         .route("/v1/subscriptions/{subscription}/ack", post(ack))
+        .route("/v1/subscriptions/{subscription}/nack", post(nack))
+        .route("/v1/subscriptions/{subscription}/extend", post(extend))
+        .route("/v1/subscriptions/{subscription}/seek", post(seek))
+        .route("/v1/subscriptions/{subscription}/redrive", post(redrive))
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +46,57 @@ pub(super) fn router() -> Router<AppState> {
 struct CreateSubscription {
     topic: String,
     ack_deadline_ms: Option<u64>,
+    backoff: Option<BackoffBody>,
+    /// `null` or absent: unlimited.
+    max_deliveries: Option<u32>,
+    dead_letter_topic: Option<String>,
+    ordered: Option<bool>,
+    /// A filter policy, parsed by [`Filter::parse`]; `null` or absent: every message.
+    filter: Option<Value>,
+    /// Where a new subscription starts; ignored when it exists already.
+    start: Option<Position>,
+}
+
+/// `backoff`: members left out take their defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackoffBody {
+    initial_ms: Option<u64>,
+    max_ms: Option<u64>,
+    multiplier: Option<f64>,
+}
+
+impl From<BackoffBody> for Backoff {
+    fn from(b: BackoffBody) -> Self {
+        let defaults = Backoff::default();
+        Backoff {
+            initial_ms: b.initial_ms.unwrap_or(defaults.initial_ms),
+            max_ms: b.max_ms.unwrap_or(defaults.max_ms),
+            multiplier: b.multiplier.unwrap_or(defaults.multiplier),
+        }
+    }
+}
+
+/// A position in the topic, as JSON: `"earliest"`, `"latest"`, `{"time": "<RFC 3339>"}` or
+/// `{"offset": n}` (serde's external tagging gives exactly these forms).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Position {
+    Earliest,
+    Latest,
+    Time(Timestamp),
+    Offset(u64),
+}
+
+impl From<Position> for StartPosition {
+    fn from(p: Position) -> Self {
+        match p {
+            Position::Earliest => StartPosition::Earliest,
+            Position::Latest => StartPosition::Latest,
+            Position::Time(at) => StartPosition::Time(at),
+            Position::Offset(offset) => StartPosition::Offset(offset),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -45,22 +104,80 @@ struct SubscriptionView {
     name: String,
     topic: String,
     ack_deadline_ms: u64,
+    backoff: BackoffView,
+    max_deliveries: Option<u32>,
+    dead_letter_topic: Option<String>,
+    ordered: bool,
+    /// The filter in its canonical form, or `null`.
+    filter: Option<Value>,
     created_at: Timestamp,
+    /// Only on `GET`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<SubscriptionStatsView>,
+}
+
+#[derive(Debug, Serialize)]
+struct BackoffView {
+    initial_ms: u64,
+    max_ms: u64,
+    multiplier: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct SubscriptionStatsView {
+    backlog: u64,
+    backlog_bytes: u64,
+    in_flight: u64,
+    oldest_unacked_age_ms: u64,
+    delivered: u64,
+    acked: u64,
+    nacked: u64,
+    redelivered: u64,
+    dead_lettered: u64,
+    expired: u64,
 }
 
 impl From<Subscription> for SubscriptionView {
     fn from(s: Subscription) -> Self {
+        let config = s.config;
         SubscriptionView {
             name: s.name.to_string(),
-            topic: s.config.topic.to_string(),
-            ack_deadline_ms: s.config.ack_deadline_ms,
+            topic: config.topic.to_string(),
+            ack_deadline_ms: config.ack_deadline_ms,
+            backoff: BackoffView {
+                initial_ms: config.backoff.initial_ms,
+                max_ms: config.backoff.max_ms,
+                multiplier: config.backoff.multiplier,
+            },
+            max_deliveries: config.max_deliveries,
+            dead_letter_topic: config.dead_letter_topic.map(|t| t.to_string()),
+            ordered: config.ordered,
+            filter: config.filter.as_ref().map(Filter::to_json),
             created_at: s.created_at,
+            stats: None,
         }
     }
 }
 
-/// 201 when created, 200 when it exists with the same settings, 409 when they differ, 404 when
-/// the topic does not exist.
+impl From<SubscriptionStats> for SubscriptionStatsView {
+    fn from(s: SubscriptionStats) -> Self {
+        SubscriptionStatsView {
+            backlog: s.backlog,
+            backlog_bytes: s.backlog_bytes,
+            in_flight: s.in_flight,
+            oldest_unacked_age_ms: s.oldest_unacked_age_ms,
+            delivered: s.delivered,
+            acked: s.acked,
+            nacked: s.nacked,
+            redelivered: s.redelivered,
+            dead_lettered: s.dead_lettered,
+            expired: s.expired,
+        }
+    }
+}
+
+/// 201 when created, 200 when it exists with the same settings (`start` aside), 409 when they
+/// differ, 404 when the topic (or the dead-letter topic) does not exist.
 async fn create_subscription(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -68,14 +185,33 @@ async fn create_subscription(
 ) -> Result<(StatusCode, JsonResponse<SubscriptionView>), Problem> {
     let name = subscription_param(subscription)?;
     // `topic` is a body member here, so the broker's field name doubles as its JSON Pointer.
+    let topic = TopicName::new(body.topic)?;
+    let dead_letter_topic = body
+        .dead_letter_topic
+        .map(|t| TopicName::new(t).map_err(|e| renamed(e, "dead_letter_topic")))
+        .transpose()?;
+    let filter = body
+        .filter
+        .filter(|policy| !policy.is_null())
+        .map(|policy| Filter::parse(&policy).map_err(|e| filter_problem(&policy, e)))
+        .transpose()?;
     let config = SubscriptionConfig {
-        topic: TopicName::new(body.topic)?,
         ack_deadline_ms: body
             .ack_deadline_ms
             .unwrap_or(SubscriptionConfig::DEFAULT_ACK_DEADLINE_MS),
+        backoff: body.backoff.map(Into::into).unwrap_or_default(),
+        max_deliveries: body.max_deliveries,
+        dead_letter_topic,
+        ordered: body.ordered.unwrap_or(false),
+        filter,
+        ..SubscriptionConfig::new(topic)
     };
     config.validate(&state.limits)?;
-    let (subscription, created) = state.broker.create_subscription(&name, config).await?;
+    let start = body.start.map(Into::into).unwrap_or_default();
+    let (subscription, created) = state
+        .broker
+        .create_subscription(&name, config, start)
+        .await?;
     let status = match created {
         Created::New => StatusCode::CREATED,
         Created::Existing => StatusCode::OK,
@@ -83,13 +219,76 @@ async fn create_subscription(
     Ok((status, JsonResponse(subscription.into())))
 }
 
+/// The same error about another member (a name check reports itself as `topic`).
+fn renamed(err: BrokerError, field: &str) -> BrokerError {
+    match err {
+        BrokerError::Invalid { reason, .. } => BrokerError::invalid(field, reason),
+        other => other,
+    }
+}
+
+/// A filter parse error, pointing into `/filter`.
+fn filter_problem(policy: &Value, err: BrokerError) -> Problem {
+    match err {
+        BrokerError::Invalid { field, reason } => {
+            Problem::invalid(vec![FieldError::at(filter_pointer(policy, &field), reason)])
+        }
+        other => Problem::invalid(vec![FieldError::at("/filter", other.to_string())]),
+    }
+}
+
+/// The JSON Pointer of a filter error field such as `filter.store[1].prefix`. Attribute names
+/// may contain `.`, so each name is matched against the keys the policy actually has (the
+/// longest one that fits wins); the pointer is always under `/filter`.
+fn filter_pointer(policy: &Value, field: &str) -> String {
+    let mut pointer = String::from("/filter");
+    let mut rest = match field.strip_prefix("filter") {
+        Some(tail) if tail.is_empty() || tail.starts_with(['.', '[']) => tail,
+        _ => field,
+    };
+    let mut node = Some(policy);
+    loop {
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+        if rest.is_empty() {
+            break;
+        }
+        if let Some(inner) = rest.strip_prefix('[') {
+            let close = inner.find(']').unwrap_or(inner.len());
+            let index = &inner[..close];
+            push_segment(&mut pointer, index);
+            node = node.and_then(|n| index.parse::<usize>().ok().and_then(|i| n.get(i)));
+            rest = inner.get(close + 1..).unwrap_or("");
+            continue;
+        }
+        let fits = |key: &&String| {
+            rest.strip_prefix(key.as_str())
+                .is_some_and(|after| after.is_empty() || after.starts_with(['.', '[']))
+        };
+        let known = node
+            .and_then(Value::as_object)
+            .and_then(|object| object.keys().filter(fits).max_by_key(|k| k.len()));
+        let key = match known {
+            Some(key) => key.as_str(),
+            None => &rest[..rest.find(['.', '[']).unwrap_or(rest.len())],
+        };
+        push_segment(&mut pointer, key);
+        node = node.and_then(|n| n.get(key));
+        rest = &rest[key.len()..];
+    }
+    pointer
+}
+
+/// The subscription's settings plus `stats`: its backlog and counters since start.
 async fn get_subscription(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
 ) -> Result<JsonResponse<SubscriptionView>, Problem> {
     let name = subscription_param(subscription)?;
-    let subscription = state.broker.get_subscription(&name).await?;
-    Ok(JsonResponse(subscription.into()))
+    let (subscription, stats) = state.broker.get_subscription(&name).await?;
+    Ok(JsonResponse(SubscriptionView {
+        stats: Some(stats.into()),
+        ..subscription.into()
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -168,9 +367,36 @@ struct AckRequest {
     ack_ids: Vec<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NackRequest {
+    ack_ids: Vec<String>,
+    /// Absent: the subscription's backoff decides.
+    delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendRequest {
+    ack_ids: Vec<String>,
+    ack_deadline_ms: u64,
+}
+
 #[derive(Debug, Serialize)]
 struct AckResponse {
     acked: usize,
+    rejected: Vec<RejectedAck>,
+}
+
+#[derive(Debug, Serialize)]
+struct NackResponse {
+    nacked: usize,
+    rejected: Vec<RejectedAck>,
+}
+
+#[derive(Debug, Serialize)]
+struct ExtendResponse {
+    extended: usize,
     rejected: Vec<RejectedAck>,
 }
 
@@ -180,20 +406,40 @@ struct RejectedAck {
     reason: String,
 }
 
-impl From<AckOutcome> for AckResponse {
-    fn from(outcome: AckOutcome) -> Self {
-        let rejected = outcome
-            .rejected
-            .into_iter()
-            .map(|r| RejectedAck {
-                ack_id: r.ack_id.0,
-                reason: r.reason,
-            })
-            .collect();
-        AckResponse {
-            acked: outcome.acked,
-            rejected,
-        }
+/// The outcome of a settle call: how many ids applied, and the refused ones with why.
+fn outcome_parts(outcome: AckOutcome) -> (usize, Vec<RejectedAck>) {
+    let rejected = outcome
+        .rejected
+        .into_iter()
+        .map(|r| RejectedAck {
+            ack_id: r.ack_id.0,
+            reason: r.reason,
+        })
+        .collect();
+    (outcome.applied, rejected)
+}
+
+/// Checks the number of ack ids (1 to `limits.max_ack_ids`) into `errors`.
+fn check_ack_ids(ack_ids: &[String], state: &AppState, errors: &mut Vec<FieldError>) {
+    let max = state.limits.max_ack_ids;
+    let count = ack_ids.len();
+    if !(1..=max).contains(&count) {
+        errors.push(FieldError::at(
+            "/ack_ids",
+            format!("must hold 1 to {max} ack ids, got {count}"),
+        ));
+    }
+}
+
+fn into_ack_ids(ack_ids: Vec<String>) -> Vec<AckId> {
+    ack_ids.into_iter().map(AckId).collect()
+}
+
+fn check(errors: Vec<FieldError>) -> Result<(), Problem> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::invalid(errors))
     }
 }
 
@@ -204,14 +450,176 @@ async fn ack(
     Json(body): Json<AckRequest>,
 ) -> Result<JsonResponse<AckResponse>, Problem> {
     let name = subscription_param(subscription)?;
-    let count = body.ack_ids.len();
-    if !(1..=MAX_ACK_IDS).contains(&count) {
+    let mut errors = Vec::new();
+    check_ack_ids(&body.ack_ids, &state, &mut errors);
+    check(errors)?;
+    let ack_ids = into_ack_ids(body.ack_ids);
+    let outcome = state.broker.settle(&name, &ack_ids, Settle::Ack).await?;
+    let (acked, rejected) = outcome_parts(outcome);
+    Ok(JsonResponse(AckResponse { acked, rejected }))
+}
+
+/// Hands deliveries back: each is delivered again after `delay_ms`, or after the subscription's
+/// backoff when `delay_ms` is left out. A nack counts as a failed delivery for `max_deliveries`.
+async fn nack(
+    State(state): State<AppState>,
+    Path(subscription): Path<String>,
+    Json(body): Json<NackRequest>,
+) -> Result<JsonResponse<NackResponse>, Problem> {
+    let name = subscription_param(subscription)?;
+    let mut errors = Vec::new();
+    check_ack_ids(&body.ack_ids, &state, &mut errors);
+    let max_delay_ms = state.limits.max_delay_ms;
+    if body.delay_ms.is_some_and(|ms| ms > max_delay_ms) {
+        errors.push(FieldError::at(
+            "/delay_ms",
+            format!("must be at most {max_delay_ms}"),
+        ));
+    }
+    check(errors)?;
+    let ack_ids = into_ack_ids(body.ack_ids);
+    let action = Settle::Nack {
+        delay: body.delay_ms.map(Duration::from_millis),
+    };
+    let outcome = state.broker.settle(&name, &ack_ids, action).await?;
+    let (nacked, rejected) = outcome_parts(outcome);
+    Ok(JsonResponse(NackResponse { nacked, rejected }))
+}
+
+/// Keeps the leases of deliveries for `ack_deadline_ms` from now.
+async fn extend(
+    State(state): State<AppState>,
+    Path(subscription): Path<String>,
+    Json(body): Json<ExtendRequest>,
+) -> Result<JsonResponse<ExtendResponse>, Problem> {
+    let name = subscription_param(subscription)?;
+    let mut errors = Vec::new();
+    check_ack_ids(&body.ack_ids, &state, &mut errors);
+    let (min, max) = (
+        SubscriptionConfig::MIN_ACK_DEADLINE_MS,
+        state.limits.max_ack_deadline_ms,
+    );
+    if !(min..=max).contains(&body.ack_deadline_ms) {
+        errors.push(FieldError::at(
+            "/ack_deadline_ms",
+            format!("must be between {min} and {max}"),
+        ));
+    }
+    check(errors)?;
+    let ack_ids = into_ack_ids(body.ack_ids);
+    let action = Settle::Extend {
+        deadline: Duration::from_millis(body.ack_deadline_ms),
+    };
+    let outcome = state.broker.settle(&name, &ack_ids, action).await?;
+    let (extended, rejected) = outcome_parts(outcome);
+    Ok(JsonResponse(ExtendResponse { extended, rejected }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeekRequest {
+    to: Position,
+}
+
+#[derive(Debug, Serialize)]
+struct SeekResponse {
+    subscription: String,
+    to: Position,
+}
+
+/// Moves the subscription to a position: everything from there on is delivered (again), and
+/// its ack state and leases are forgotten.
+async fn seek(
+    State(state): State<AppState>,
+    Path(subscription): Path<String>,
+    Json(body): Json<SeekRequest>,
+) -> Result<JsonResponse<SeekResponse>, Problem> {
+    let name = subscription_param(subscription)?;
+    state.broker.seek(&name, body.to.into()).await?;
+    Ok(JsonResponse(SeekResponse {
+        subscription: name.to_string(),
+        to: body.to,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    max_messages: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct RedriveResponse {
+    moved: usize,
+}
+
+/// Publishes up to `max_messages` dead letters of this subscription (one on a dead-letter topic)
+/// back to the topics they came from, and acks them here.
+async fn redrive(
+    State(state): State<AppState>,
+    Path(subscription): Path<String>,
+    OptionalJson(body): OptionalJson<RedriveRequest>,
+) -> Result<JsonResponse<RedriveResponse>, Problem> {
+    let name = subscription_param(subscription)?;
+    let max = body.max_messages.unwrap_or(DEFAULT_REDRIVE_MESSAGES);
+    if !(1..=MAX_REDRIVE_MESSAGES).contains(&max) {
         return Err(Problem::invalid(vec![FieldError::at(
-            "/ack_ids",
-            format!("must hold 1 to {MAX_ACK_IDS} ack ids, got {count}"),
+            "/max_messages",
+            format!("must be between 1 and {MAX_REDRIVE_MESSAGES}"),
         )]));
     }
-    let ack_ids: Vec<AckId> = body.ack_ids.into_iter().map(AckId).collect();
-    let outcome = state.broker.ack(&name, &ack_ids).await?;
-    Ok(JsonResponse(outcome.into()))
+    let outcome = opal_core::dead_letter::redrive(state.broker.as_ref(), &name, max).await?;
+    Ok(JsonResponse(RedriveResponse {
+        moved: outcome.moved,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn filter_pointers_follow_the_policy_keys() {
+        let policy = json!({"a.b": ["x", {"prefix": 1}], "c": {"d": [1]}, "a": ["y"]});
+        let cases = [
+            ("filter", "/filter"),
+            ("filter.a.b", "/filter/a.b"),
+            ("filter.a.b[1].prefix", "/filter/a.b/1/prefix"),
+            ("filter.a[0]", "/filter/a/0"),
+            ("filter.c.d[0]", "/filter/c/d/0"),
+            ("filter.x/y", "/filter/x~1y"),
+            ("filter.unknown.deeper", "/filter/unknown/deeper"),
+            ("c.d", "/filter/c/d"),
+            ("", "/filter"),
+        ];
+        for (field, pointer) in cases {
+            assert_eq!(filter_pointer(&policy, field), pointer, "for {field:?}");
+        }
+    }
+
+    #[test]
+    fn positions_have_the_documented_json_forms() {
+        let forms = [
+            json!("earliest"),
+            json!("latest"),
+            json!({"time": "2025-11-27T13:32:05.123Z"}),
+            json!({"offset": 5}),
+        ];
+        for form in forms {
+            let position: Position = serde_json::from_value(form.clone()).unwrap();
+            assert_eq!(serde_json::to_value(position).unwrap(), form);
+        }
+        for bad in [
+            json!("middle"),
+            json!({"offset": -1}),
+            json!({"time": "yesterday"}),
+        ] {
+            assert!(
+                serde_json::from_value::<Position>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

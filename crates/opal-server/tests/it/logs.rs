@@ -40,6 +40,11 @@ async fn requests_are_logged_without_the_key_and_probes_are_not() {
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
         .finish();
+    // tracing caches each callsite's interest globally. While exactly one dispatcher exists, a
+    // callsite first hit on another thread (a test running alongside) is judged by that thread's
+    // default alone (no subscriber) and cached as "never", which would silence it here too. A
+    // second live dispatcher makes every registration consult all of them.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     // The default test runtime is single-threaded, so the handlers run under this subscriber.
     let _guard = tracing::subscriber::set_default(subscriber);
 

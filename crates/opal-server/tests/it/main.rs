@@ -3,10 +3,14 @@
 
 mod auth;
 mod bodies;
+mod dead_letters;
 mod health;
 mod logs;
 mod messages;
+mod publish_options;
 mod serve;
+mod settle;
+mod subscription_settings;
 mod subscriptions;
 mod support;
 mod topics;

@@ -107,6 +107,30 @@ impl TestApp {
         assert_eq!(response.status, StatusCode::CREATED, "{response:?}");
     }
 
+    /// Creates a subscription with the given body; asserts 201 and returns the answer.
+    pub(crate) async fn create_subscription(&self, name: &str, body: Value) -> Value {
+        let response = self
+            .json("PUT", &format!("/v1/subscriptions/{name}"), body)
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{response:?}");
+        response.json()
+    }
+
+    /// `POST`s a JSON body to a subscription's action (`ack`, `nack`, `seek`, ...); asserts 200.
+    pub(crate) async fn action(&self, subscription: &str, action: &str, body: Value) -> Value {
+        let uri = format!("/v1/subscriptions/{subscription}/{action}");
+        let response = self.json("POST", &uri, body).await;
+        assert_eq!(response.status, StatusCode::OK, "{response:?}");
+        response.json()
+    }
+
+    /// `GET`s a resource; asserts 200 and returns the answer.
+    pub(crate) async fn read(&self, uri: &str) -> Value {
+        let response = self.get(uri).await;
+        assert_eq!(response.status, StatusCode::OK, "{response:?}");
+        response.json()
+    }
+
     pub(crate) async fn publish(&self, topic: &str, messages: Value) -> Value {
         let uri = format!("/v1/topics/{topic}/messages");
         let response = self
@@ -138,6 +162,21 @@ impl TestApp {
             }
         }
     }
+}
+
+/// The ack ids of some deliveries.
+pub(crate) fn ack_ids(deliveries: &[Value]) -> Vec<Value> {
+    deliveries.iter().map(|d| d["ack_id"].clone()).collect()
+}
+
+/// A JSON object without one member (e.g. `stats`, to compare a `GET` with a `PUT`'s answer).
+pub(crate) fn without(value: &Value, member: &str) -> Value {
+    let mut object = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .clone();
+    object.remove(member);
+    Value::Object(object)
 }
 
 /// A fresh embedded broker in its own temp dir (deleted when the `TempDir` is dropped).

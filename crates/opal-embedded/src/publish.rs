@@ -1,0 +1,224 @@
+//! Publishing: validation, dedup, and the split between messages appended now and delayed ones.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use opal_core::{BrokerError, DataEncoding, NewMessage, PublishResult, TopicName};
+use uuid::Uuid;
+
+use crate::EmbeddedBroker;
+use crate::broker::blocking;
+use crate::meta::{DedupRow, DelayedRow};
+
+/// What becomes of one message of a batch.
+enum Fate {
+    /// Appended now; the index into the append list.
+    Append(usize),
+    /// Stored until its time.
+    Delay { id: Uuid, partition: u32 },
+    /// A dedup id already seen inside the window.
+    Duplicate(PublishResult),
+    /// A repeat of a dedup id earlier in the same batch (the index of that message).
+    SameAs(usize),
+}
+
+impl EmbeddedBroker {
+    pub(crate) async fn publish_messages(
+        &self,
+        topic_name: &TopicName,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<PublishResult>, BrokerError> {
+        self.check_open()?;
+        let limits = &self.inner.config.limits;
+        if messages.is_empty() || messages.len() > limits.max_batch_messages {
+            return Err(BrokerError::invalid(
+                "messages",
+                format!("a batch holds 1 to {} messages", limits.max_batch_messages),
+            ));
+        }
+        let now = self.inner.clock.now();
+        for (index, message) in messages.iter().enumerate() {
+            message.validate(index, limits, now)?;
+        }
+        let topic = self.topic(topic_name)?;
+        let now_ms = now.as_millisecond();
+
+        // Repeats must not race each other between the lookup and the store.
+        let _dedup_guard = if messages.iter().any(|m| m.dedup_id.is_some()) {
+            Some(topic.dedup_lock.lock().await)
+        } else {
+            None
+        };
+
+        let mut fates = Vec::with_capacity(messages.len());
+        let mut to_append = Vec::new();
+        let mut delayed = Vec::new();
+        let mut first_in_batch: HashMap<String, usize> = HashMap::new();
+        let mut new_dedup_ids: Vec<(usize, String)> = Vec::new();
+        for (index, mut message) in messages.into_iter().enumerate() {
+            if let Some(dedup_id) = message.dedup_id.take() {
+                if let Some(&first) = first_in_batch.get(&dedup_id) {
+                    fates.push(Fate::SameAs(first));
+                    continue;
+                }
+                let meta = Arc::clone(&self.inner.meta);
+                let (name, id) = (topic.name().to_owned(), dedup_id.clone());
+                if let Some(row) = blocking(move || meta.dedup(&name, &id)).await?
+                    && row.expires_ms > now_ms
+                {
+                    fates.push(Fate::Duplicate(PublishResult {
+                        id: Uuid::from_u128(row.id),
+                        partition: row.partition,
+                        offset: row.offset,
+                        duplicate: true,
+                    }));
+                    continue;
+                }
+                first_in_batch.insert(dedup_id.clone(), index);
+                new_dedup_ids.push((index, dedup_id));
+            }
+            let id = Uuid::now_v7();
+            let partition = topic.partition_for(message.key.as_deref());
+            match message.deliver_at {
+                Some(at) if at.as_millisecond() > now_ms => {
+                    delayed.push((
+                        at.as_millisecond(),
+                        id,
+                        delayed_row(partition, message, now_ms),
+                    ));
+                    fates.push(Fate::Delay { id, partition });
+                }
+                _ => {
+                    message.deliver_at = None;
+                    fates.push(Fate::Append(to_append.len()));
+                    to_append.push((partition, id, message));
+                }
+            }
+        }
+
+        let stored = to_append.len() + delayed.len();
+        let stored_bytes: u64 = to_append
+            .iter()
+            .map(|(_, _, m)| m.data.len() as u64)
+            .sum::<u64>()
+            + delayed
+                .iter()
+                .map(|(_, _, row)| row.payload_len)
+                .sum::<u64>();
+        let appended: Vec<(u32, Uuid)> = to_append.iter().map(|(p, id, _)| (*p, *id)).collect();
+        let offsets = if to_append.is_empty() {
+            Vec::new()
+        } else {
+            topic.append(to_append, now_ms).await?
+        };
+
+        let mut results: Vec<PublishResult> = Vec::with_capacity(fates.len());
+        for fate in &fates {
+            let result = match fate {
+                Fate::Append(i) => PublishResult {
+                    id: appended[*i].1,
+                    partition: appended[*i].0,
+                    offset: Some(offsets[*i]),
+                    duplicate: false,
+                },
+                Fate::Delay { id, partition } => PublishResult {
+                    id: *id,
+                    partition: *partition,
+                    offset: None,
+                    duplicate: false,
+                },
+                Fate::Duplicate(result) => *result,
+                Fate::SameAs(first) => PublishResult {
+                    duplicate: true,
+                    ..results[*first]
+                },
+            };
+            results.push(result);
+        }
+        let duplicates = fates
+            .iter()
+            .filter(|f| matches!(f, Fate::Duplicate(_) | Fate::SameAs(_)))
+            .count();
+        topic
+            .duplicates
+            .fetch_add(duplicates as u64, Ordering::Relaxed);
+
+        if !delayed.is_empty() || !new_dedup_ids.is_empty() {
+            let expires_ms = now_ms.saturating_add(topic.topic.config.dedup_window_ms as i64);
+            let dedup: Vec<(String, DedupRow)> = new_dedup_ids
+                .into_iter()
+                .map(|(index, dedup_id)| {
+                    let r = results[index];
+                    let row = DedupRow {
+                        expires_ms,
+                        id: r.id.as_u128(),
+                        partition: r.partition,
+                        offset: r.offset,
+                    };
+                    (dedup_id, row)
+                })
+                .collect();
+            let rows: Vec<(i64, u128, DelayedRow)> = delayed
+                .iter()
+                .map(|(due, id, row)| (*due, id.as_u128(), row.clone()))
+                .collect();
+            let meta = Arc::clone(&self.inner.meta);
+            let name = topic.name().to_owned();
+            // The dedup entries of appended messages are stored after their append: a crash in
+            // between (after the log sync, before this commit) forgets those ids, so a retry
+            // inside the window would be stored again. See docs/operations.md.
+            blocking(move || meta.put_scheduled(&name, &rows, &dedup)).await?;
+            if let Some(earliest) = delayed.iter().map(|(due, _, _)| *due).min() {
+                // Under the release lock, so a concurrent release cannot overwrite this with a
+                // due time it read before our commit.
+                let _release = self.inner.release_lock.lock().await;
+                topic
+                    .scheduled
+                    .fetch_add(delayed.len() as u64, Ordering::Relaxed);
+                let before = topic.next_due_ms.fetch_min(earliest, Ordering::AcqRel);
+                if earliest < before {
+                    self.inner.scheduler_wake.notify_one();
+                }
+            }
+        }
+        topic.count_published(stored, stored_bytes);
+        Ok(results)
+    }
+}
+
+fn delayed_row(partition: u32, message: NewMessage, now_ms: i64) -> DelayedRow {
+    DelayedRow {
+        partition,
+        key: message.key,
+        attributes: message.attributes,
+        data: STANDARD.encode(&message.data),
+        json: message.encoding == DataEncoding::Json,
+        publish_ms: now_ms,
+        payload_len: message.data.len() as u64,
+    }
+}
+
+/// The message a delayed row becomes when its time has come.
+pub(crate) fn due_message(
+    row: DelayedRow,
+    due_ms: i64,
+) -> Result<NewMessage, crate::EmbeddedError> {
+    let data = STANDARD
+        .decode(row.data.as_bytes())
+        .map_err(|e| crate::EmbeddedError::CorruptMeta(format!("delayed message payload: {e}")))?;
+    Ok(NewMessage {
+        key: row.key,
+        attributes: row.attributes,
+        data: data.into(),
+        encoding: if row.json {
+            DataEncoding::Json
+        } else {
+            DataEncoding::Binary
+        },
+        dedup_id: None,
+        deliver_at: jiff::Timestamp::from_millisecond(due_ms).ok(),
+    })
+}
