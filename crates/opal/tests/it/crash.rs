@@ -16,6 +16,7 @@ const ROUNDS: usize = 3;
 async fn publish_until_error(
     url: String,
     client: reqwest::Client,
+    topic: &'static str,
     round: usize,
     p: usize,
 ) -> Vec<String> {
@@ -26,7 +27,7 @@ async fn publish_until_error(
             .collect();
         let messages: Vec<Value> = ids.iter().map(|id| json!({"data": {"id": id}})).collect();
         let response = client
-            .post(format!("{url}/v1/topics/events/messages"))
+            .post(format!("{url}/v1/topics/{topic}/messages"))
             .bearer_auth(ADMIN_KEY)
             .json(&json!({"messages": messages}))
             .send()
@@ -63,6 +64,7 @@ async fn answered_publishes_survive_sigkill_mid_load() {
                 tokio::spawn(publish_until_error(
                     server.url.clone(),
                     server.client.clone(),
+                    "events",
                     round,
                     p,
                 ))
@@ -157,4 +159,164 @@ async fn answered_acks_survive_sigkill() {
         redelivered, expected,
         "exactly the unacked messages come back"
     );
+}
+
+/// Consumers pull, ack most deliveries and nack the rest while producers publish; SIGKILL at a
+/// random moment. After restart: every answered publish is either acked (answered) before the
+/// kill or delivered again, and no message whose ack was answered comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_publish_pull_ack_nack_survive_sigkill() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = data_dir(&root);
+    let mut server = Server::start(&dir);
+    server.create_topic("mixed").await;
+    let (status, body) = server
+        .put(
+            "/v1/subscriptions/work",
+            json!({"topic": "mixed", "ack_deadline_ms": 2000,
+                   "backoff": {"initial_ms": 100, "max_ms": 100, "multiplier": 1.0}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let publishers: Vec<_> = (0..2)
+        .map(|p| {
+            tokio::spawn(publish_until_error(
+                server.url.clone(),
+                server.client.clone(),
+                "mixed",
+                9,
+                p,
+            ))
+        })
+        .collect();
+    let consumers: Vec<_> = (0..2)
+        .map(|c| {
+            tokio::spawn(consume_until_error(
+                server.url.clone(),
+                server.client.clone(),
+                c,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(rand::random_range(500..1500))).await;
+    server.kill();
+
+    let mut published = BTreeSet::new();
+    for p in publishers {
+        published.extend(p.await.unwrap());
+    }
+    let mut acked = BTreeSet::new();
+    let mut nacks = 0;
+    for c in consumers {
+        let (ids, nacked) = c.await.unwrap();
+        acked.extend(ids);
+        nacks += nacked;
+    }
+    assert!(
+        !published.is_empty() && !acked.is_empty(),
+        "the load ran before the kill"
+    );
+    assert!(nacks > 0, "some deliveries were nacked before the kill");
+
+    let server = Server::start(&dir);
+    let redelivered: BTreeSet<String> = server
+        .drain("work", 2500, 10_000)
+        .await
+        .into_iter()
+        .map(|m| m["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let came_back: Vec<_> = acked.intersection(&redelivered).take(10).collect();
+    assert!(
+        came_back.is_empty(),
+        "acked messages came back: {came_back:?}"
+    );
+    let lost: Vec<_> = published
+        .iter()
+        .filter(|id| !acked.contains(*id) && !redelivered.contains(*id))
+        .take(10)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "answered publishes neither acked nor redelivered: {lost:?}"
+    );
+}
+
+/// Pulls and settles until the server goes away: three deliveries in four are acked (their ids
+/// returned once the ack was answered), the fourth is nacked for immediate redelivery.
+async fn consume_until_error(
+    url: String,
+    client: reqwest::Client,
+    c: usize,
+) -> (Vec<String>, usize) {
+    let mut acked = Vec::new();
+    let mut nacked = 0;
+    for round in 0..MAX_BATCHES {
+        let Ok(response) = client
+            .post(format!("{url}/v1/subscriptions/work/pull"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"max_messages": 20, "wait_ms": 200}))
+            .send()
+            .await
+        else {
+            break;
+        };
+        let Ok(body) = response.json::<Value>().await else {
+            break;
+        };
+        let Some(deliveries) = body["deliveries"].as_array() else {
+            break;
+        };
+        let (mut ack_ids, mut ack_data, mut nack_ids) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, d) in deliveries.iter().enumerate() {
+            if (i + round + c) % 4 == 3 {
+                nack_ids.push(d["ack_id"].clone());
+            } else {
+                ack_ids.push(d["ack_id"].clone());
+                ack_data.push((
+                    d["ack_id"].clone(),
+                    d["message"]["data"]["id"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+        if !nack_ids.is_empty() {
+            let sent = client
+                .post(format!("{url}/v1/subscriptions/work/nack"))
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({"ack_ids": nack_ids, "delay_ms": 0}))
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => nacked += nack_ids.len(),
+                _ => break,
+            }
+        }
+        if !ack_ids.is_empty() {
+            let sent = client
+                .post(format!("{url}/v1/subscriptions/work/ack"))
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({"ack_ids": ack_ids}))
+                .send()
+                .await;
+            let Ok(r) = sent else { break };
+            if !r.status().is_success() {
+                break;
+            }
+            let Ok(body) = r.json::<Value>().await else {
+                break;
+            };
+            // Only acks that were answered and not refused count as acked.
+            let refused: BTreeSet<String> = body["rejected"]
+                .as_array()
+                .map(|a| a.iter().map(|r| r["ack_id"].to_string()).collect())
+                .unwrap_or_default();
+            acked.extend(
+                ack_data
+                    .into_iter()
+                    .filter(|(id, _)| !refused.contains(&id.to_string()))
+                    .map(|(_, d)| d),
+            );
+        }
+    }
+    (acked, nacked)
 }
