@@ -110,8 +110,7 @@ fn validate_attribute_name(name: &str, limits: &Limits) -> Result<(), String> {
             limits.max_attribute_name_bytes
         ));
     }
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if !name.chars().all(ok_char) {
+    if !name.chars().all(crate::names::is_plain_name_char) {
         return Err(
             "attribute names may contain only ASCII letters, digits, '.', '_' and '-'".into(),
         );

@@ -6,6 +6,12 @@ use crate::BrokerError;
 
 const MAX_NAME_LEN: usize = 200;
 
+/// The characters of resource and attribute names: they need no escaping in paths, URLs or
+/// headers, and leave other characters free for internal names.
+pub(crate) fn is_plain_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
 fn validate(kind: &str, name: &str) -> Result<(), BrokerError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(BrokerError::invalid(
@@ -14,8 +20,7 @@ fn validate(kind: &str, name: &str) -> Result<(), BrokerError> {
         ));
     }
     // Names end up in file paths and URLs: keep them to a set that needs no escaping anywhere.
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if !name.chars().all(ok_char) {
+    if !name.chars().all(is_plain_name_char) {
         return Err(BrokerError::invalid(
             kind,
             "may contain only ASCII letters, digits, '.', '_' and '-'",

@@ -92,10 +92,7 @@ fn check_name(name: &str) -> Result<(), BrokerError> {
             quote(name),
             name.len()
         )
-    } else if let Some(c) = name
-        .chars()
-        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
+    } else if let Some(c) = name.chars().find(|&c| !crate::names::is_plain_name_char(c)) {
         format!(
             "attribute name {} contains {c:?}: attribute names may contain only ASCII letters, \
              digits, '.', '_' and '-'",
