@@ -5,9 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    AckId, AckOutcome, BrokerError, Delivery, NewMessage, PublishResult, Settle, StartPosition,
-    Subscription, SubscriptionConfig, SubscriptionName, SubscriptionStats, Topic, TopicConfig,
-    TopicName, TopicStats,
+    AckId, AckOutcome, BrokerError, Delivery, Message, NewMessage, PublishResult, Settle,
+    StartPosition, Subscription, SubscriptionConfig, SubscriptionName, SubscriptionStats, Topic,
+    TopicConfig, TopicName, TopicStats,
 };
 
 /// Whether a create call made something new or found it already there with the same settings.
@@ -31,6 +31,40 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
 
     async fn get_topic(&self, name: &TopicName) -> Result<(Topic, TopicStats), BrokerError>;
 
+    /// Replaces a topic's settings. `partitions` cannot change. With `expected_revision`, fails
+    /// with `RevisionMismatch` unless the topic is at that revision (optimistic concurrency).
+    async fn update_topic(
+        &self,
+        name: &TopicName,
+        config: TopicConfig,
+        expected_revision: Option<u64>,
+    ) -> Result<Topic, BrokerError>;
+
+    /// Deletes a topic and its messages. Refused (`InUse`) while a subscription reads it or
+    /// dead-letters into it.
+    async fn delete_topic(
+        &self,
+        name: &TopicName,
+        expected_revision: Option<u64>,
+    ) -> Result<(), BrokerError>;
+
+    /// Topics in name order, starting after `after`, at most `limit`.
+    async fn list_topics(
+        &self,
+        after: Option<&TopicName>,
+        limit: usize,
+    ) -> Result<Vec<Topic>, BrokerError>;
+
+    /// Messages of one partition from `from` on, at most `limit`, without touching any
+    /// subscription.
+    async fn read_messages(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        from: StartPosition,
+        limit: usize,
+    ) -> Result<Vec<Message>, BrokerError>;
+
     /// Stores a batch of messages; answers once all of them are durable. The batch is validated
     /// whole before anything is stored. Delayed messages are stored now and become visible at
     /// their time; repeated dedup ids inside the window store nothing.
@@ -53,6 +87,29 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         &self,
         name: &SubscriptionName,
     ) -> Result<(Subscription, SubscriptionStats), BrokerError>;
+
+    /// Replaces a subscription's settings (its `topic` cannot change); its position and ack
+    /// state are kept. `expected_revision` as for topics.
+    async fn update_subscription(
+        &self,
+        name: &SubscriptionName,
+        config: SubscriptionConfig,
+        expected_revision: Option<u64>,
+    ) -> Result<Subscription, BrokerError>;
+
+    /// Deletes a subscription and its ack state. Outstanding receipts become void.
+    async fn delete_subscription(
+        &self,
+        name: &SubscriptionName,
+        expected_revision: Option<u64>,
+    ) -> Result<(), BrokerError>;
+
+    /// Subscriptions in name order, starting after `after`, at most `limit`.
+    async fn list_subscriptions(
+        &self,
+        after: Option<&SubscriptionName>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>, BrokerError>;
 
     /// Leases up to `max` deliveries, waiting up to `wait` for the first one to become available.
     /// Dropping the future before it resolves is safe: leases it took expire and are redelivered.

@@ -12,6 +12,19 @@ pub enum BrokerError {
     SubscriptionNotFound(String),
     #[error("{kind} `{name}` already exists with different settings")]
     Conflict { kind: &'static str, name: String },
+    #[error("{kind} `{name}` is in use by {by}")]
+    InUse {
+        kind: &'static str,
+        name: String,
+        by: String,
+    },
+    #[error("{kind} `{name}` is at revision {current}, not {expected}")]
+    RevisionMismatch {
+        kind: &'static str,
+        name: String,
+        expected: u64,
+        current: u64,
+    },
     #[error("the broker is shutting down")]
     ShuttingDown,
     #[error("storage failure: {0}")]

@@ -99,6 +99,8 @@ pub struct Subscription {
     pub name: SubscriptionName,
     pub config: SubscriptionConfig,
     pub created_at: Timestamp,
+    /// Starts at 1, counts up with each update: the basis of `ETag`/`If-Match`.
+    pub revision: u64,
 }
 
 /// A subscription's state and counters (counters since the process started).

@@ -80,6 +80,8 @@ pub struct Topic {
     pub name: TopicName,
     pub config: TopicConfig,
     pub created_at: Timestamp,
+    /// Starts at 1, counts up with each update: the basis of `ETag`/`If-Match`.
+    pub revision: u64,
 }
 
 /// What one partition holds now.

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use opal_core::{
-    AckId, AckOutcome, Broker, BrokerError, Clock, Created, Delivery, NewMessage, PublishResult,
-    Settle, StartPosition, Subscription, SubscriptionConfig, SubscriptionName, SubscriptionStats,
-    Topic, TopicConfig, TopicName, TopicStats,
+    AckId, AckOutcome, Broker, BrokerError, Clock, Created, Delivery, Message, NewMessage,
+    PublishResult, Settle, StartPosition, Subscription, SubscriptionConfig, SubscriptionName,
+    SubscriptionStats, Topic, TopicConfig, TopicName, TopicStats,
 };
 use opal_log::LogConfig;
 use tokio::sync::Notify;
@@ -17,8 +17,8 @@ use tokio::sync::Notify;
 use crate::cursor::{PartitionCursor, Retry};
 use crate::meta::MetaStore;
 use crate::rows;
-use crate::subscription::{Counters, OpenSubscription, SubscriptionState, floors_for};
-use crate::topic::OpenTopic;
+use crate::subscription::{OpenSubscription, floors_for};
+use crate::topic::{OpenTopic, remove_topic_dir};
 use crate::{EmbeddedConfig, EmbeddedError, scheduler};
 
 const ADMIN_KEY_SETTING: &str = "admin_key_sha256";
@@ -37,8 +37,8 @@ pub(crate) struct Inner {
     pub(crate) meta: Arc<MetaStore>,
     pub(crate) topics: RwLock<HashMap<String, Arc<OpenTopic>>>,
     pub(crate) subscriptions: RwLock<HashMap<String, Arc<OpenSubscription>>>,
-    /// Serialises creates so that check-then-insert cannot race.
-    create_lock: tokio::sync::Mutex<()>,
+    /// Serialises creates, updates and deletes so that check-then-act cannot race.
+    pub(crate) create_lock: tokio::sync::Mutex<()>,
     /// Serialises moving due delayed messages into their logs (the scheduler and pulls both do).
     pub(crate) release_lock: tokio::sync::Mutex<()>,
     /// Wakes the scheduler when an earlier delayed message arrives or on close.
@@ -146,7 +146,7 @@ impl EmbeddedBroker {
             .ok_or_else(|| BrokerError::SubscriptionNotFound(name.to_string()))
     }
 
-    fn dead_letter_topic(
+    pub(crate) fn dead_letter_topic(
         &self,
         config: &SubscriptionConfig,
     ) -> Result<Option<Arc<OpenTopic>>, BrokerError> {
@@ -177,6 +177,7 @@ fn restore_subscription(
         .as_ref()
         .map(find)
         .transpose()?;
+    let ordered = subscription.config.ordered;
     let mut cursors: Vec<PartitionCursor> = meta
         .ack_state(name, topic.partitions())?
         .into_iter()
@@ -191,16 +192,15 @@ fn restore_subscription(
                 not_before_ms: row.not_before_ms,
                 key: row.key.map(Into::into),
             };
-            cursor.restore_retry(offset, retry, subscription.config.ordered);
+            cursor.restore_retry(offset, retry, ordered);
         }
     }
-    Ok(OpenSubscription {
+    Ok(OpenSubscription::new(
         subscription,
         topic,
         dead_letter,
-        state: tokio::sync::Mutex::new(SubscriptionState::new(cursors)),
-        counters: Counters::default(),
-    })
+        cursors,
+    ))
 }
 
 #[async_trait]
@@ -214,8 +214,9 @@ impl Broker for EmbeddedBroker {
         config.validate(&self.inner.config.limits)?;
         let _guard = self.inner.create_lock.lock().await;
         if let Ok(existing) = self.topic(name) {
-            return if existing.topic.config == config {
-                Ok((existing.topic.clone(), Created::Existing))
+            let existing = existing.topic();
+            return if existing.config == config {
+                Ok(((*existing).clone(), Created::Existing))
             } else {
                 Err(BrokerError::Conflict {
                     kind: "topic",
@@ -227,13 +228,17 @@ impl Broker for EmbeddedBroker {
             name: name.clone(),
             config,
             created_at: self.inner.clock.now(),
+            revision: 1,
         };
         let row = rows::topic_row(&topic);
         let inner = Arc::clone(&self.inner);
         let opened = topic.clone();
         let open = blocking(move || {
-            // Logs first: a crash before the metadata commit leaves only empty directories,
-            // which the next create of the same name reuses.
+            // Whatever lies in the directory of a topic without metadata is left over from a
+            // delete or a create that crashed: it must not become this topic's messages.
+            remove_topic_dir(&inner.config.data_dir, opened.name.as_str())?;
+            // Logs first: a crash before the metadata commit leaves only a directory, which the
+            // next create of the same name clears.
             let open = OpenTopic::open(&inner.config.data_dir, opened, &inner.log_config)?;
             inner.meta.put_topic(open.name(), &row)?;
             Ok(open)
@@ -250,7 +255,44 @@ impl Broker for EmbeddedBroker {
 
     async fn get_topic(&self, name: &TopicName) -> Result<(Topic, TopicStats), BrokerError> {
         let topic = self.topic(name)?;
-        Ok((topic.topic.clone(), topic.stats()))
+        Ok(((*topic.topic()).clone(), topic.stats()))
+    }
+
+    async fn update_topic(
+        &self,
+        name: &TopicName,
+        config: TopicConfig,
+        expected_revision: Option<u64>,
+    ) -> Result<Topic, BrokerError> {
+        self.update_topic_settings(name, config, expected_revision)
+            .await
+    }
+
+    async fn delete_topic(
+        &self,
+        name: &TopicName,
+        expected_revision: Option<u64>,
+    ) -> Result<(), BrokerError> {
+        self.delete_topic_and_messages(name, expected_revision)
+            .await
+    }
+
+    async fn list_topics(
+        &self,
+        after: Option<&TopicName>,
+        limit: usize,
+    ) -> Result<Vec<Topic>, BrokerError> {
+        Ok(self.topics_after(after, limit))
+    }
+
+    async fn read_messages(
+        &self,
+        topic: &TopicName,
+        partition: u32,
+        from: StartPosition,
+        limit: usize,
+    ) -> Result<Vec<Message>, BrokerError> {
+        self.browse(topic, partition, from, limit)
     }
 
     async fn publish(
@@ -271,8 +313,9 @@ impl Broker for EmbeddedBroker {
         config.validate(&self.inner.config.limits)?;
         let _guard = self.inner.create_lock.lock().await;
         if let Ok(existing) = self.subscription(name) {
-            return if existing.subscription.config == config {
-                Ok((existing.subscription.clone(), Created::Existing))
+            let existing = existing.subscription();
+            return if existing.config == config {
+                Ok(((*existing).clone(), Created::Existing))
             } else {
                 Err(BrokerError::Conflict {
                     kind: "subscription",
@@ -287,6 +330,7 @@ impl Broker for EmbeddedBroker {
             name: name.clone(),
             config,
             created_at: self.inner.clock.now(),
+            revision: 1,
         };
         let row = rows::subscription_row(&subscription);
         let meta = Arc::clone(&self.inner.meta);
@@ -298,13 +342,7 @@ impl Broker for EmbeddedBroker {
             .into_iter()
             .map(|floor| PartitionCursor::new(floor, BTreeSet::new()))
             .collect();
-        let open = OpenSubscription {
-            subscription: subscription.clone(),
-            topic,
-            dead_letter,
-            state: tokio::sync::Mutex::new(SubscriptionState::new(cursors)),
-            counters: Counters::default(),
-        };
+        let open = OpenSubscription::new(subscription.clone(), topic, dead_letter, cursors);
         self.inner
             .subscriptions
             .write()
@@ -320,7 +358,34 @@ impl Broker for EmbeddedBroker {
     ) -> Result<(Subscription, SubscriptionStats), BrokerError> {
         let sub = self.subscription(name)?;
         let stats = self.subscription_stats(&sub).await?;
-        Ok((sub.subscription.clone(), stats))
+        Ok(((*sub.subscription()).clone(), stats))
+    }
+
+    async fn update_subscription(
+        &self,
+        name: &SubscriptionName,
+        config: SubscriptionConfig,
+        expected_revision: Option<u64>,
+    ) -> Result<Subscription, BrokerError> {
+        self.update_subscription_settings(name, config, expected_revision)
+            .await
+    }
+
+    async fn delete_subscription(
+        &self,
+        name: &SubscriptionName,
+        expected_revision: Option<u64>,
+    ) -> Result<(), BrokerError> {
+        self.delete_subscription_state(name, expected_revision)
+            .await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        after: Option<&SubscriptionName>,
+        limit: usize,
+    ) -> Result<Vec<Subscription>, BrokerError> {
+        Ok(self.subscriptions_after(after, limit))
     }
 
     async fn pull(

@@ -17,6 +17,8 @@ pub enum EmbeddedError {
     },
     #[error("storage is closed")]
     Closed,
+    #[error("subscription `{0}` was deleted")]
+    SubscriptionGone(String),
     #[error("background task failed: {0}")]
     Task(String),
 }
@@ -33,6 +35,7 @@ impl From<EmbeddedError> for BrokerError {
             EmbeddedError::Log(opal_log::LogError::Closed) | EmbeddedError::Closed => {
                 BrokerError::ShuttingDown
             }
+            EmbeddedError::SubscriptionGone(name) => BrokerError::SubscriptionNotFound(name),
             other => BrokerError::Storage(other.to_string()),
         }
     }

@@ -8,6 +8,7 @@ mod codec;
 mod config;
 mod cursor;
 mod error;
+mod manage;
 mod meta;
 mod publish;
 mod pull;

@@ -26,11 +26,15 @@ const ACKED: TableDefinition<'_, (&str, u32, u64), ()> = TableDefinition::new("a
 const RETRIES: TableDefinition<'_, (&str, u32, u64), &[u8]> = TableDefinition::new("retries");
 /// (topic, due time ms, message id) → a delayed message waiting for its time.
 const DELAYED: TableDefinition<'_, (&str, i64, u128), &[u8]> = TableDefinition::new("delayed");
+/// topic → how many delayed messages wait, kept with every change so nothing counts rows.
+const DELAYED_COUNT: TableDefinition<'_, &str, u64> = TableDefinition::new("delayed_count");
 /// (topic, dedup id) → the first message's result and when the entry expires.
 const DEDUP: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("dedup");
 /// (expiry ms, topic, dedup id): dedup entries in expiry order, for sweeping.
 const DEDUP_EXPIRY: TableDefinition<'_, (i64, &str, &str), ()> =
     TableDefinition::new("dedup_expiry");
+
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Bumped when the layout of the data directory changes incompatibly.
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -49,6 +53,8 @@ pub(crate) struct TopicRow {
     pub(crate) retention_policy: String,
     #[serde(default)]
     pub(crate) dedup_window_ms: Option<u64>,
+    #[serde(default)]
+    pub(crate) revision: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +72,8 @@ pub(crate) struct SubscriptionRow {
     pub(crate) ordered: bool,
     #[serde(default)]
     pub(crate) filter: Option<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) revision: u64,
 }
 
 /// A failed delivery waiting for its next attempt, as stored.
@@ -127,7 +135,12 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, E
 
 impl MetaStore {
     pub(crate) fn open(path: &Path) -> Result<Self, EmbeddedError> {
-        let db = Database::create(path).map_err(EmbeddedError::meta)?;
+        // A bounded page cache: metadata reads are few and hot, and redb's default (1 GiB)
+        // would let a large table (a million delayed messages) fill memory.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(EmbeddedError::meta)?;
         let store = MetaStore {
             db: RwLock::new(Some(db)),
         };
@@ -139,6 +152,7 @@ impl MetaStore {
             txn.open_table(ACKED)?;
             txn.open_table(RETRIES)?;
             txn.open_table(DELAYED)?;
+            txn.open_table(DELAYED_COUNT)?;
             txn.open_table(DEDUP)?;
             txn.open_table(DEDUP_EXPIRY)?;
             let mut settings = txn.open_table(SETTINGS)?;
@@ -256,6 +270,11 @@ impl MetaStore {
         self.write(|txn| {
             txn.open_table(SUBSCRIPTIONS)?
                 .insert(name, bytes.as_slice())?;
+            // A new subscription starts clean, whatever an earlier one of that name left.
+            txn.open_table(ACKED)?
+                .retain_in((name, 0, 0)..=(name, u32::MAX, u64::MAX), |_, _| false)?;
+            txn.open_table(RETRIES)?
+                .retain_in((name, 0, 0)..=(name, u32::MAX, u64::MAX), |_, _| false)?;
             let mut table = txn.open_table(ACK_FLOORS)?;
             for (partition, floor) in (0u32..).zip(floors) {
                 table.insert((name, partition), *floor)?;
@@ -395,6 +414,11 @@ impl MetaStore {
             for (due, id, bytes) in &delayed {
                 table.insert((topic, *due, *id), bytes.as_slice())?;
             }
+            if !delayed.is_empty() {
+                let mut counts = txn.open_table(DELAYED_COUNT)?;
+                let count = counts.get(topic)?.map(|v| v.value()).unwrap_or(0);
+                counts.insert(topic, count + delayed.len() as u64)?;
+            }
             let mut table = txn.open_table(DEDUP)?;
             let mut expiry = txn.open_table(DEDUP_EXPIRY)?;
             for (id, expires, bytes) in &dedup {
@@ -471,11 +495,12 @@ impl MetaStore {
             Some(entry) => Some(entry.map_err(EmbeddedError::meta)?.0.value().1),
             None => None,
         };
-        let count = if first.is_some() {
-            1 + range.count() as u64
-        } else {
-            0
-        };
+        let counts = txn.open_table(DELAYED_COUNT).map_err(EmbeddedError::meta)?;
+        let count = counts
+            .get(topic)
+            .map_err(EmbeddedError::meta)?
+            .map(|v| v.value())
+            .unwrap_or(0);
         Ok((first, count))
     }
 
@@ -487,9 +512,73 @@ impl MetaStore {
     ) -> Result<(), EmbeddedError> {
         self.write(|txn| {
             let mut table = txn.open_table(DELAYED)?;
+            let mut removed = 0u64;
             for (due, id) in keys {
-                table.remove((topic, *due, *id))?;
+                if table.remove((topic, *due, *id))?.is_some() {
+                    removed += 1;
+                }
             }
+            let mut counts = txn.open_table(DELAYED_COUNT)?;
+            let count = counts.get(topic)?.map(|v| v.value()).unwrap_or(0);
+            counts.insert(topic, count.saturating_sub(removed))?;
+            Ok(())
+        })
+    }
+}
+
+impl MetaStore {
+    /// Replaces a subscription's settings, keeping its ack state.
+    pub(crate) fn put_subscription_row(
+        &self,
+        name: &str,
+        row: &SubscriptionRow,
+    ) -> Result<(), EmbeddedError> {
+        let bytes = encode(row)?;
+        self.write(|txn| {
+            txn.open_table(SUBSCRIPTIONS)?
+                .insert(name, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Removes a subscription with its ack state and retries.
+    pub(crate) fn delete_subscription(&self, name: &str) -> Result<(), EmbeddedError> {
+        self.write(|txn| {
+            txn.open_table(SUBSCRIPTIONS)?.remove(name)?;
+            txn.open_table(ACK_FLOORS)?
+                .retain_in((name, 0)..=(name, u32::MAX), |_, _| false)?;
+            txn.open_table(ACKED)?
+                .retain_in((name, 0, 0)..=(name, u32::MAX, u64::MAX), |_, _| false)?;
+            txn.open_table(RETRIES)?
+                .retain_in((name, 0, 0)..=(name, u32::MAX, u64::MAX), |_, _| false)?;
+            Ok(())
+        })
+    }
+
+    /// Removes a topic with its delayed messages and dedup ids.
+    pub(crate) fn delete_topic(&self, name: &str) -> Result<(), EmbeddedError> {
+        self.write(|txn| {
+            txn.open_table(TOPICS)?.remove(name)?;
+            txn.open_table(DELAYED)?
+                .retain_in((name, i64::MIN, 0)..=(name, i64::MAX, u128::MAX), |_, _| {
+                    false
+                })?;
+            txn.open_table(DELAYED_COUNT)?.remove(name)?;
+            let mut dedup = txn.open_table(DEDUP)?;
+            let mut ids = Vec::new();
+            for entry in dedup.range((name, "")..)? {
+                let (key, _) = entry?;
+                let (topic, id) = key.value();
+                if topic != name {
+                    break;
+                }
+                ids.push(id.to_owned());
+            }
+            for id in &ids {
+                dedup.remove((name, id.as_str()))?;
+            }
+            // Expiry entries of the topic's ids are swept when they expire: the sweep finds
+            // no dedup row for them any more and just drops them.
             Ok(())
         })
     }
@@ -526,6 +615,7 @@ mod tests {
                 dead_letter_topic: None,
                 ordered: false,
                 filter: None,
+                revision: 1,
             };
             store.put_subscription("s", &row, &[0, 0]).unwrap();
             let plan = AckPlan {

@@ -147,7 +147,7 @@ impl EmbeddedBroker {
             .fetch_add(duplicates as u64, Ordering::Relaxed);
 
         if !delayed.is_empty() || !new_dedup_ids.is_empty() {
-            let expires_ms = now_ms.saturating_add(topic.topic.config.dedup_window_ms as i64);
+            let expires_ms = now_ms.saturating_add(topic.topic().config.dedup_window_ms as i64);
             let dedup: Vec<(String, DedupRow)> = new_dedup_ids
                 .into_iter()
                 .map(|(index, dedup_id)| {

@@ -63,9 +63,13 @@ impl EmbeddedBroker {
         sub: &OpenSubscription,
         max: usize,
     ) -> Result<(Vec<Delivery>, Option<i64>), EmbeddedError> {
-        let config = &sub.subscription.config;
+        let subscription = sub.subscription();
+        let config = &subscription.config;
         let topic = &sub.topic;
         let mut state = sub.state.lock().await;
+        if sub.is_deleted() {
+            return Err(EmbeddedError::SubscriptionGone(sub.name().to_owned()));
+        }
         let now = self.inner.clock.now_ms();
         let deadline = now.saturating_add(config.ack_deadline_ms as i64);
 
@@ -81,7 +85,8 @@ impl EmbeddedBroker {
             for offset in offsets {
                 match topic.read_one(partition, offset)? {
                     Some(message) => {
-                        let delivery = lease(&mut state, sub, partition, message, deadline);
+                        let delivery =
+                            lease(&mut state, config.ordered, partition, message, deadline);
                         if delivery.attempt > 1 {
                             Counters::add(&sub.counters.redelivered, 1);
                         }
@@ -132,7 +137,13 @@ impl EmbeddedBroker {
                             continue;
                         }
                     }
-                    out.push(lease(&mut state, sub, partition, message, deadline));
+                    out.push(lease(
+                        &mut state,
+                        config.ordered,
+                        partition,
+                        message,
+                        deadline,
+                    ));
                     if out.len() == max {
                         break 'partition;
                     }
@@ -166,7 +177,8 @@ impl EmbeddedBroker {
         state: &mut SubscriptionState,
         now: i64,
     ) -> Result<(), EmbeddedError> {
-        let config = &sub.subscription.config;
+        let subscription = sub.subscription();
+        let config = &subscription.config;
         let mut retries = Vec::new();
         let mut dead = Vec::new();
         for partition in 0..sub.topic.partitions() {
@@ -210,7 +222,7 @@ impl EmbeddedBroker {
         dead: Vec<(u32, u64, Lease)>,
     ) -> Result<(), EmbeddedError> {
         let now = self.inner.clock.now_ms();
-        if let Some(dlt) = &sub.dead_letter {
+        if let Some(dlt) = &sub.settings().dead_letter {
             let mut letters = Vec::new();
             for (partition, offset, lease) in &dead {
                 if let Some(message) = sub.topic.read_one(*partition, *offset)? {
@@ -330,13 +342,12 @@ impl EmbeddedBroker {
 
 fn lease(
     state: &mut SubscriptionState,
-    sub: &OpenSubscription,
+    ordered: bool,
     partition: u32,
     message: Message,
     deadline: i64,
 ) -> Delivery {
     let token = state.token();
-    let ordered = sub.subscription.config.ordered;
     let key = message.key.as_deref().map(Arc::<str>::from);
     let cursor = &mut state.cursors[partition as usize];
     let attempt = cursor.lease(message.offset, token, deadline, key, ordered);

@@ -30,6 +30,7 @@ pub(crate) fn topic_row(topic: &Topic) -> TopicRow {
         }
         .to_owned(),
         dedup_window_ms: Some(topic.config.dedup_window_ms),
+        revision: topic.revision,
     }
 }
 
@@ -53,6 +54,7 @@ pub(crate) fn topic_from_row(name: &str, row: TopicRow) -> Result<Topic, Embedde
                 .unwrap_or(TopicConfig::DEFAULT_DEDUP_WINDOW_MS),
         },
         created_at: timestamp(row.created_at_ms)?,
+        revision: row.revision.max(1),
     })
 }
 
@@ -67,6 +69,7 @@ pub(crate) fn subscription_row(s: &Subscription) -> SubscriptionRow {
         dead_letter_topic: c.dead_letter_topic.as_ref().map(ToString::to_string),
         ordered: c.ordered,
         filter: c.filter.as_ref().map(Filter::to_json),
+        revision: s.revision,
     }
 }
 
@@ -103,5 +106,6 @@ pub(crate) fn subscription_from_row(
                 .map_err(corrupt)?,
         },
         created_at: timestamp(row.created_at_ms)?,
+        revision: row.revision.max(1),
     })
 }

@@ -78,7 +78,7 @@ pub(crate) async fn run(inner: Weak<Inner>) {
         if now >= next_retention {
             next_retention = now + RETENTION_MS;
             for topic in broker.open_topics() {
-                let retention = topic.topic.config.retention;
+                let retention = topic.topic().config.retention;
                 let released = match retention.policy {
                     RetentionPolicy::Acked => broker.released_below(&topic).await,
                     RetentionPolicy::Limits => None,

@@ -56,8 +56,12 @@ impl EmbeddedBroker {
             }
         }
 
-        let config = &sub.subscription.config;
+        let subscription = sub.subscription();
+        let config = &subscription.config;
         let mut state = sub.state.lock().await;
+        if sub.is_deleted() {
+            return Err(BrokerError::SubscriptionNotFound(name.to_string()));
+        }
         let now = self.inner.clock.now_ms();
         let mut outcome = AckOutcome::default();
         let mut live: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();

@@ -15,7 +15,8 @@ impl EmbeddedBroker {
         &self,
         sub: &OpenSubscription,
     ) -> Result<SubscriptionStats, EmbeddedError> {
-        let filter = sub.subscription.config.filter.as_ref();
+        let subscription = sub.subscription();
+        let filter = subscription.config.filter.as_ref();
         let state = sub.state.lock().await;
         let now = self.inner.clock.now_ms();
         let mut stats = SubscriptionStats::default();

@@ -1,9 +1,9 @@
 //! One open subscription: its settings, its topic, the per-partition cursors and its counters.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-use opal_core::{StartPosition, Subscription};
+use opal_core::{StartPosition, Subscription, SubscriptionName};
 
 use crate::EmbeddedError;
 use crate::cursor::PartitionCursor;
@@ -11,17 +11,65 @@ use crate::topic::OpenTopic;
 
 #[derive(Debug)]
 pub(crate) struct OpenSubscription {
-    pub(crate) subscription: Subscription,
+    name: SubscriptionName,
     pub(crate) topic: Arc<OpenTopic>,
-    /// Where messages go after `max_deliveries` (dropped when `None`).
-    pub(crate) dead_letter: Option<Arc<OpenTopic>>,
+    /// The current settings and where dead letters go; replaced whole on update.
+    settings: RwLock<Settings>,
     pub(crate) state: tokio::sync::Mutex<SubscriptionState>,
     pub(crate) counters: Counters,
+    /// Set when deleted, so calls that found it just before stop instead of writing its state.
+    pub(crate) deleted: AtomicBool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) subscription: Arc<Subscription>,
+    /// Where messages go after `max_deliveries` (dropped when `None`).
+    pub(crate) dead_letter: Option<Arc<OpenTopic>>,
 }
 
 impl OpenSubscription {
+    pub(crate) fn new(
+        subscription: Subscription,
+        topic: Arc<OpenTopic>,
+        dead_letter: Option<Arc<OpenTopic>>,
+        cursors: Vec<PartitionCursor>,
+    ) -> Self {
+        OpenSubscription {
+            name: subscription.name.clone(),
+            topic,
+            settings: RwLock::new(Settings {
+                subscription: Arc::new(subscription),
+                dead_letter,
+            }),
+            state: tokio::sync::Mutex::new(SubscriptionState::new(cursors)),
+            counters: Counters::default(),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
     pub(crate) fn name(&self) -> &str {
-        self.subscription.name.as_str()
+        self.name.as_str()
+    }
+
+    /// The current settings (a snapshot: an update in between does not change it).
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn subscription(&self) -> Arc<Subscription> {
+        self.settings().subscription
+    }
+
+    pub(crate) fn set_settings(&self, settings: Settings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
     }
 }
 

@@ -6,9 +6,12 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use futures_util::future::try_join_all;
 use opal_core::{
-    Message, NewMessage, PartitionStats, RetentionPolicy, Topic, TopicStats, partition_for_key,
+    Message, NewMessage, PartitionStats, RetentionPolicy, Topic, TopicName, TopicStats,
+    partition_for_key,
 };
-use opal_log::{Log, LogConfig};
+use std::sync::{Arc, RwLock};
+
+use opal_log::{Log, LogConfig, RetentionRule};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -22,7 +25,9 @@ pub(crate) const NOTHING_SCHEDULED: i64 = i64::MAX;
 
 #[derive(Debug)]
 pub(crate) struct OpenTopic {
-    pub(crate) topic: Topic,
+    name: TopicName,
+    /// The current settings; replaced whole on update.
+    settings: RwLock<Arc<Topic>>,
     logs: Vec<Log>,
     /// Spreads keyless messages over partitions.
     round_robin: AtomicU32,
@@ -42,17 +47,31 @@ pub(crate) fn topic_dir(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join("topics").join(name)
 }
 
-/// The log settings of a topic: the backend's defaults with the topic's retention.
-pub(crate) fn log_config(base: &LogConfig, topic: &Topic) -> LogConfig {
+/// Removes a topic's directory (logs closed or never opened), if there is one.
+pub(crate) fn remove_topic_dir(data_dir: &Path, name: &str) -> Result<(), EmbeddedError> {
+    let dir = topic_dir(data_dir, name);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {
+            tracing::info!(dir = %dir.display(), "removed a topic directory");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(EmbeddedError::Io { path: dir, source }),
+    }
+}
+
+/// The retention pass for a topic's current settings; `released_below` is where every
+/// subscription is done (used by the `acked` policy).
+fn retention_rule(topic: &Topic, released_below: Option<u64>) -> RetentionRule {
     let retention = &topic.config.retention;
-    LogConfig {
-        retention_max_age: retention.max_age_ms.map(std::time::Duration::from_millis),
+    RetentionRule {
+        max_age: retention.max_age_ms.map(std::time::Duration::from_millis),
         // Under `acked`, size does not delete: only acks (and age) do.
-        retention_max_bytes: match retention.policy {
+        max_bytes: match retention.policy {
             RetentionPolicy::Limits => retention.max_bytes,
             RetentionPolicy::Acked => None,
         },
-        ..base.clone()
+        released_below,
     }
 }
 
@@ -63,12 +82,12 @@ impl OpenTopic {
         base: &LogConfig,
     ) -> Result<Self, EmbeddedError> {
         let dir = topic_dir(data_dir, topic.name.as_str());
-        let config = log_config(base, &topic);
         let logs = (0..topic.config.partitions)
-            .map(|p| Log::open(&dir.join(p.to_string()), config.clone()))
+            .map(|p| Log::open(&dir.join(p.to_string()), base.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(OpenTopic {
-            topic,
+            name: topic.name.clone(),
+            settings: RwLock::new(Arc::new(topic)),
             logs,
             round_robin: AtomicU32::new(0),
             published: Notify::new(),
@@ -82,7 +101,16 @@ impl OpenTopic {
     }
 
     pub(crate) fn name(&self) -> &str {
-        self.topic.name.as_str()
+        self.name.as_str()
+    }
+
+    /// The current settings.
+    pub(crate) fn topic(&self) -> Arc<Topic> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn set_topic(&self, topic: Topic) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(topic);
     }
 
     pub(crate) fn partitions(&self) -> u32 {
@@ -140,7 +168,7 @@ impl OpenTopic {
         records
             .into_iter()
             .filter(|r| r.offset >= offset)
-            .map(|r| codec::to_message(&self.topic.name, partition, r))
+            .map(|r| codec::to_message(&self.name, partition, r))
             .collect()
     }
 
@@ -154,7 +182,7 @@ impl OpenTopic {
             Ok(records) => records
                 .into_iter()
                 .find(|r| r.offset == offset)
-                .map(|r| codec::to_message(&self.topic.name, partition, r))
+                .map(|r| codec::to_message(&self.name, partition, r))
                 .transpose(),
             Err(opal_log::LogError::OffsetBelowStart { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -190,19 +218,19 @@ impl OpenTopic {
         }
     }
 
-    /// Applies retention to every partition; `released` gives, per partition, the offset below
-    /// which every subscription has acked (for the `acked` policy). Returns deleted segments.
+    /// Applies the topic's current retention to every partition; `released` gives, per
+    /// partition, the offset below which every subscription has acked (for the `acked`
+    /// policy). Returns the number of deleted segments.
     pub(crate) fn enforce_retention(
         &self,
         now_ms: i64,
         released: Option<&[u64]>,
     ) -> Result<usize, EmbeddedError> {
+        let topic = self.topic();
         let mut deleted = 0;
         for (p, log) in self.logs.iter().enumerate() {
-            deleted += match released.and_then(|r| r.get(p)) {
-                Some(&below) => log.enforce_retention_released(now_ms, below)?,
-                None => log.enforce_retention(now_ms)?,
-            };
+            let below = released.and_then(|r| r.get(p)).copied();
+            deleted += log.enforce_retention_with(now_ms, retention_rule(&topic, below))?;
         }
         Ok(deleted)
     }

@@ -29,4 +29,4 @@ pub use config::{FsyncPolicy, LogConfig, MAX_BATCH_BYTES, MAX_SEGMENT_BYTES, MIN
 pub use error::LogError;
 pub use log::Log;
 pub use recovery::create_dir_durable;
-pub use types::{Appended, LogStats, Record, StoredRecord};
+pub use types::{Appended, LogStats, Record, RetentionRule, StoredRecord};

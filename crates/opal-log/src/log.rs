@@ -209,21 +209,21 @@ impl Log {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         self.request(|reply| Command::Retention {
             now_ms,
-            released_below: None,
+            rule: None,
             reply,
         })
     }
 
-    /// `enforce_retention`, and also deletes closed segments whose every record lies below
-    /// `released_below` (the caller's readers are done with them).
-    pub fn enforce_retention_released(
+    /// `enforce_retention` with `rule` instead of the configured retention (for settings that
+    /// changed since the log was opened, and for deleting what every reader is done with).
+    pub fn enforce_retention_with(
         &self,
         now_ms: i64,
-        released_below: u64,
+        rule: crate::RetentionRule,
     ) -> Result<usize, LogError> {
         self.request(|reply| Command::Retention {
             now_ms,
-            released_below: Some(released_below),
+            rule: Some(rule),
             reply,
         })
     }

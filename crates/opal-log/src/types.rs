@@ -42,3 +42,15 @@ pub struct LogStats {
     pub writes: u64,
     pub syncs: u64,
 }
+
+/// Retention for one `enforce_retention_with` pass, overriding the configured one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionRule {
+    /// Delete closed segments whose newest record is older than this.
+    pub max_age: Option<std::time::Duration>,
+    /// Delete the oldest closed segments while the log is larger than this.
+    pub max_bytes: Option<u64>,
+    /// Also delete closed segments whose every record lies below this offset (the caller's
+    /// readers are done with them).
+    pub released_below: Option<u64>,
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::batch;
-use crate::config::FsyncPolicy;
+use crate::config::{FsyncPolicy, LogConfig};
 use crate::data;
 use crate::deletion;
 use crate::error::{IoContext, LogError, Result};
@@ -20,6 +20,7 @@ use crate::recovery::write_index_files;
 use crate::retention;
 use crate::segment::{DATA_EXT, SegmentMeta, file_path};
 use crate::state::{ActiveSegment, Counters, Shared};
+use crate::types::RetentionRule;
 use crate::types::{Appended, Record};
 
 /// Bytes taken into one group; what arrives beyond waits for the next one, so a flood of
@@ -40,7 +41,8 @@ pub(crate) enum Command {
     Roll(SyncSender<Result<()>>),
     Retention {
         now_ms: i64,
-        released_below: Option<u64>,
+        /// Overrides the configured retention for this pass (settings changed since open).
+        rule: Option<RetentionRule>,
         reply: SyncSender<Result<usize>>,
     },
     Close(SyncSender<Result<()>>),
@@ -129,11 +131,10 @@ impl Writer {
                 }
                 Command::Retention {
                     now_ms,
-                    released_below,
+                    rule,
                     reply,
                 } => {
-                    let result =
-                        self.unless_failed(|w| w.enforce_retention(now_ms, released_below));
+                    let result = self.unless_failed(|w| w.enforce_retention(now_ms, rule));
                     let _ = reply.send(result);
                 }
                 Command::Close(reply) => {
@@ -460,9 +461,20 @@ impl Writer {
         Ok(())
     }
 
-    fn enforce_retention(&mut self, now_ms: i64, released_below: Option<u64>) -> Result<usize> {
+    fn enforce_retention(&mut self, now_ms: i64, rule: Option<RetentionRule>) -> Result<usize> {
         let shared = self.shared.clone();
-        let config = &shared.config;
+        let overridden;
+        let (config, released_below) = match rule {
+            Some(rule) => {
+                overridden = LogConfig {
+                    retention_max_age: rule.max_age,
+                    retention_max_bytes: rule.max_bytes,
+                    ..shared.config.clone()
+                };
+                (&overridden, rule.released_below)
+            }
+            None => (&shared.config, None),
+        };
         let roll =
             retention::should_roll(&self.tail.meta, shared.read().closed.iter(), config, now_ms);
         if roll {

@@ -45,7 +45,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
     }
 }
 
-async fn read_body(request: Request, state: &AppState) -> Result<Bytes, Problem> {
+pub(crate) async fn read_body(request: Request, state: &AppState) -> Result<Bytes, Problem> {
     // The size limit itself is axum's `DefaultBodyLimit`, installed in `router()`.
     Bytes::from_request(request, state)
         .await
@@ -94,7 +94,7 @@ fn is_json(content_type: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     // RFC 8259 §8.1: JSON exchanged between systems is UTF-8; say so rather than report a
     // confusing syntax error somewhere inside a string.
     let text = std::str::from_utf8(body).map_err(|e| {

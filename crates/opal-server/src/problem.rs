@@ -25,6 +25,7 @@ pub(crate) enum ProblemKind {
     NotFound,
     MethodNotAllowed,
     Conflict,
+    PreconditionFailed,
     PayloadTooLarge,
     UnsupportedMediaType,
     Unavailable,
@@ -33,12 +34,13 @@ pub(crate) enum ProblemKind {
 
 impl ProblemKind {
     #[cfg(test)]
-    pub(crate) const ALL: [ProblemKind; 9] = [
+    pub(crate) const ALL: [ProblemKind; 10] = [
         ProblemKind::InvalidRequest,
         ProblemKind::Unauthorized,
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
         ProblemKind::Conflict,
+        ProblemKind::PreconditionFailed,
         ProblemKind::PayloadTooLarge,
         ProblemKind::UnsupportedMediaType,
         ProblemKind::Unavailable,
@@ -52,6 +54,7 @@ impl ProblemKind {
             ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::Conflict => StatusCode::CONFLICT,
+            ProblemKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -66,6 +69,7 @@ impl ProblemKind {
             ProblemKind::NotFound => "urn:opal:problem:not-found",
             ProblemKind::MethodNotAllowed => "urn:opal:problem:method-not-allowed",
             ProblemKind::Conflict => "urn:opal:problem:conflict",
+            ProblemKind::PreconditionFailed => "urn:opal:problem:precondition-failed",
             ProblemKind::PayloadTooLarge => "urn:opal:problem:payload-too-large",
             ProblemKind::UnsupportedMediaType => "urn:opal:problem:unsupported-media-type",
             ProblemKind::Unavailable => "urn:opal:problem:unavailable",
@@ -80,6 +84,7 @@ impl ProblemKind {
             ProblemKind::NotFound => "Not found",
             ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::Conflict => "Conflict with the current state",
+            ProblemKind::PreconditionFailed => "The resource changed",
             ProblemKind::PayloadTooLarge => "Request body too large",
             ProblemKind::UnsupportedMediaType => "Unsupported media type",
             ProblemKind::Unavailable => "Service unavailable",
@@ -242,7 +247,12 @@ impl From<BrokerError> for Problem {
             BrokerError::TopicNotFound(_) | BrokerError::SubscriptionNotFound(_) => {
                 Problem::new(ProblemKind::NotFound, err.to_string())
             }
-            BrokerError::Conflict { .. } => Problem::new(ProblemKind::Conflict, err.to_string()),
+            BrokerError::Conflict { .. } | BrokerError::InUse { .. } => {
+                Problem::new(ProblemKind::Conflict, err.to_string())
+            }
+            BrokerError::RevisionMismatch { .. } => {
+                Problem::new(ProblemKind::PreconditionFailed, err.to_string())
+            }
             BrokerError::ShuttingDown => Problem::unavailable(err.to_string()),
             BrokerError::Storage(ref cause) => {
                 // The cause is for operators, not clients: it may name files and paths.

@@ -26,6 +26,7 @@ pub mod dead_letter;
 pub mod dedup;
 pub mod delay;
 pub mod filter;
+pub mod manage;
 pub mod ordering;
 pub mod publish;
 pub mod redelivery;
@@ -142,6 +143,14 @@ macro_rules! conformance_tests {
             close_wakes_pulls_and_refuses_writes,
             admin_key_hash_survives_restart,
         );
+        $crate::__conformance_group!($harness; manage:
+            topic_update_checks_the_revision,
+            topic_delete_refuses_while_used,
+            subscription_delete_forgets_its_state,
+            subscription_update_keeps_the_position,
+            lists_are_ordered_and_paged,
+            browsing_reads_without_consuming,
+        );
     };
 }
 
@@ -185,6 +194,7 @@ mod tests {
             ("retention", include_str!("retention.rs")),
             ("stats", include_str!("stats.rs")),
             ("restart", include_str!("restart.rs")),
+            ("manage", include_str!("manage.rs")),
         ];
         let this = include_str!("mod.rs");
         let listed = this

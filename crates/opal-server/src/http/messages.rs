@@ -15,18 +15,23 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::trace_context::TraceHeaders;
 use super::{AppState, topic_param};
 use crate::json::Json;
 use crate::path::Path;
 use crate::problem::{FieldError, Problem};
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/v1/topics/{topic}/messages", post(publish))
+    // The route picks the form by `Content-Type`; the JSON batch is `publish` below.
+    Router::new().route(
+        "/v1/topics/{topic}/messages",
+        post(super::publish_formats::publish),
+    )
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishRequest {
+pub(super) struct PublishRequest {
     messages: Vec<PublishMessage>,
 }
 
@@ -60,12 +65,12 @@ fn present<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Box<RawValue>>, D:
 }
 
 #[derive(Debug, Serialize)]
-struct PublishResponse {
-    results: Vec<Published>,
+pub(super) struct PublishResponse {
+    pub(super) results: Vec<Published>,
 }
 
 #[derive(Debug, Serialize)]
-struct Published {
+pub(super) struct Published {
     id: Uuid,
     partition: u32,
     /// `null` while a delayed message waits for its time.
@@ -78,7 +83,7 @@ struct Published {
 }
 
 impl Published {
-    fn new(r: PublishResult, deliver_at: Option<Timestamp>) -> Self {
+    pub(super) fn new(r: PublishResult, deliver_at: Option<Timestamp>) -> Self {
         Published {
             id: r.id,
             partition: r.partition,
@@ -90,7 +95,7 @@ impl Published {
 }
 
 /// Answers only once the broker has made every message of the batch durable.
-async fn publish(
+pub(super) async fn publish(
     State(state): State<AppState>,
     Path(topic): Path<String>,
     headers: HeaderMap,
@@ -98,10 +103,14 @@ async fn publish(
 ) -> Result<JsonResponse<PublishResponse>, Problem> {
     let topic = topic_param(topic)?;
     let idempotency_key = idempotency_key(&headers)?;
+    let trace = TraceHeaders::from_headers(&headers, &state.limits)?;
     // The broker keeps its own clock for when messages become visible; a delay only needs a
     // starting point, and the wall clock is as good as any.
     let now = Timestamp::now();
-    let messages = to_new_messages(request, idempotency_key.as_deref(), now, &state)?;
+    let mut messages = to_new_messages(request, idempotency_key.as_deref(), now, &state)?;
+    trace.apply_to_batch(&mut messages, &state.limits, |i| {
+        format!("/messages/{i}/attributes")
+    })?;
     let deliver_at: Vec<Option<Timestamp>> = messages.iter().map(|m| m.deliver_at).collect();
     let results = state.broker.publish(&topic, messages).await?;
     Ok(JsonResponse(PublishResponse {
@@ -115,11 +124,11 @@ async fn publish(
 
 /// The request header that names a one-message publish, as in the IETF draft
 /// "The Idempotency-Key HTTP Header Field".
-const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+pub(super) const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// The `Idempotency-Key` header, if given: a structured-field string (`"abc"`) or, leniently, a
 /// bare token (`abc`).
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = values.next() else {
         return Ok(None);

@@ -8,10 +8,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::problem::Problem;
 
+mod browse;
+mod cloudevents;
+mod events;
 pub(crate) mod health;
 mod messages;
+mod pagination;
+mod publish_formats;
+mod revision;
+mod subscription_settings;
 mod subscriptions;
 mod topics;
+mod trace_context;
+mod ws;
 
 /// What every handler may use. Cheap to clone: the router clones it per request.
 #[derive(Debug, Clone)]
@@ -27,8 +36,12 @@ pub(crate) struct AppState {
 pub(crate) fn v1_router() -> Router<AppState> {
     Router::new()
         .merge(topics::router())
+        .merge(browse::router())
         .merge(messages::router())
         .merge(subscriptions::router())
+        .merge(subscription_settings::router())
+        .merge(events::router())
+        .merge(ws::router())
 }
 
 /// The topic named in a URL path, validated.

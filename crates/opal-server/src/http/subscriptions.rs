@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{post, put};
 use axum::{Json as JsonResponse, Router};
 use jiff::Timestamp;
@@ -14,7 +15,9 @@ use opal_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::cloudevents::{DeliveryFormat, FormattedDelivery};
 use super::messages::MessageView;
+use super::revision::etag;
 use super::{AppState, subscription_param};
 use crate::json::{Json, OptionalJson};
 use crate::path::Path;
@@ -31,7 +34,10 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/subscriptions/{subscription}",
-            put(create_subscription).get(get_subscription),
+            put(create_subscription)
+                .get(get_subscription)
+                .patch(super::subscription_settings::update_subscription)
+                .delete(super::subscription_settings::delete_subscription),
         )
         .route("/v1/subscriptions/{subscription}/pull", post(pull))
         .route("/v1/subscriptions/{subscription}/ack", post(ack))
@@ -60,10 +66,10 @@ struct CreateSubscription {
 /// `backoff`: members left out take their defaults.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BackoffBody {
-    initial_ms: Option<u64>,
-    max_ms: Option<u64>,
-    multiplier: Option<f64>,
+pub(super) struct BackoffBody {
+    pub(super) initial_ms: Option<u64>,
+    pub(super) max_ms: Option<u64>,
+    pub(super) multiplier: Option<f64>,
 }
 
 impl From<BackoffBody> for Backoff {
@@ -100,8 +106,10 @@ impl From<Position> for StartPosition {
 }
 
 #[derive(Debug, Serialize)]
-struct SubscriptionView {
+pub(super) struct SubscriptionView {
     name: String,
+    /// Counts up with each update; the `ETag` is this number in quotes.
+    revision: u64,
     topic: String,
     ack_deadline_ms: u64,
     backoff: BackoffView,
@@ -142,6 +150,7 @@ impl From<Subscription> for SubscriptionView {
         let config = s.config;
         SubscriptionView {
             name: s.name.to_string(),
+            revision: s.revision,
             topic: config.topic.to_string(),
             ack_deadline_ms: config.ack_deadline_ms,
             backoff: BackoffView {
@@ -182,7 +191,7 @@ async fn create_subscription(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
     Json(body): Json<CreateSubscription>,
-) -> Result<(StatusCode, JsonResponse<SubscriptionView>), Problem> {
+) -> Result<impl IntoResponse, Problem> {
     let name = subscription_param(subscription)?;
     // `topic` is a body member here, so the broker's field name doubles as its JSON Pointer.
     let topic = TopicName::new(body.topic)?;
@@ -216,11 +225,16 @@ async fn create_subscription(
         Created::New => StatusCode::CREATED,
         Created::Existing => StatusCode::OK,
     };
-    Ok((status, JsonResponse(subscription.into())))
+    let tag = etag(subscription.revision);
+    Ok((
+        status,
+        tag,
+        JsonResponse(SubscriptionView::from(subscription)),
+    ))
 }
 
 /// The same error about another member (a name check reports itself as `topic`).
-fn renamed(err: BrokerError, field: &str) -> BrokerError {
+pub(super) fn renamed(err: BrokerError, field: &str) -> BrokerError {
     match err {
         BrokerError::Invalid { reason, .. } => BrokerError::invalid(field, reason),
         other => other,
@@ -228,7 +242,7 @@ fn renamed(err: BrokerError, field: &str) -> BrokerError {
 }
 
 /// A filter parse error, pointing into `/filter`.
-fn filter_problem(policy: &Value, err: BrokerError) -> Problem {
+pub(super) fn filter_problem(policy: &Value, err: BrokerError) -> Problem {
     match err {
         BrokerError::Invalid { field, reason } => {
             Problem::invalid(vec![FieldError::at(filter_pointer(policy, &field), reason)])
@@ -282,13 +296,17 @@ fn filter_pointer(policy: &Value, field: &str) -> String {
 async fn get_subscription(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
-) -> Result<JsonResponse<SubscriptionView>, Problem> {
+) -> Result<impl IntoResponse, Problem> {
     let name = subscription_param(subscription)?;
     let (subscription, stats) = state.broker.get_subscription(&name).await?;
-    Ok(JsonResponse(SubscriptionView {
-        stats: Some(stats.into()),
-        ..subscription.into()
-    }))
+    let tag = etag(subscription.revision);
+    Ok((
+        tag,
+        JsonResponse(SubscriptionView {
+            stats: Some(stats.into()),
+            ..subscription.into()
+        }),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,15 +314,19 @@ async fn get_subscription(
 struct PullRequest {
     max_messages: Option<usize>,
     wait_ms: Option<u64>,
+    /// `"opal"` (default) or `"cloudevents"`.
+    #[serde(default)]
+    format: DeliveryFormat,
 }
 
 #[derive(Debug, Serialize)]
 struct PullResponse {
-    deliveries: Vec<DeliveryView>,
+    deliveries: Vec<FormattedDelivery<DeliveryView>>,
 }
 
+/// One delivery as JSON: an element of a pull's `deliveries`, and of the SSE and WebSocket streams.
 #[derive(Debug, Serialize)]
-struct DeliveryView {
+pub(super) struct DeliveryView {
     ack_id: String,
     attempt: u32,
     message: MessageView,
@@ -357,7 +379,10 @@ async fn pull(
         () = state.shutdown.cancelled() => Vec::new(),
     };
     Ok(JsonResponse(PullResponse {
-        deliveries: deliveries.into_iter().map(Into::into).collect(),
+        deliveries: deliveries
+            .into_iter()
+            .map(|d| body.format.render(d))
+            .collect(),
     }))
 }
 
@@ -401,13 +426,13 @@ struct ExtendResponse {
 }
 
 #[derive(Debug, Serialize)]
-struct RejectedAck {
+pub(super) struct RejectedAck {
     ack_id: String,
     reason: String,
 }
 
 /// The outcome of a settle call: how many ids applied, and the refused ones with why.
-fn outcome_parts(outcome: AckOutcome) -> (usize, Vec<RejectedAck>) {
+pub(super) fn outcome_parts(outcome: AckOutcome) -> (usize, Vec<RejectedAck>) {
     let rejected = outcome
         .rejected
         .into_iter()
@@ -420,7 +445,7 @@ fn outcome_parts(outcome: AckOutcome) -> (usize, Vec<RejectedAck>) {
 }
 
 /// Checks the number of ack ids (1 to `limits.max_ack_ids`) into `errors`.
-fn check_ack_ids(ack_ids: &[String], state: &AppState, errors: &mut Vec<FieldError>) {
+pub(super) fn check_ack_ids(ack_ids: &[String], state: &AppState, errors: &mut Vec<FieldError>) {
     let max = state.limits.max_ack_ids;
     let count = ack_ids.len();
     if !(1..=max).contains(&count) {
@@ -431,7 +456,7 @@ fn check_ack_ids(ack_ids: &[String], state: &AppState, errors: &mut Vec<FieldErr
     }
 }
 
-fn into_ack_ids(ack_ids: Vec<String>) -> Vec<AckId> {
+pub(super) fn into_ack_ids(ack_ids: Vec<String>) -> Vec<AckId> {
     ack_ids.into_iter().map(AckId).collect()
 }
 

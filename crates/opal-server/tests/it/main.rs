@@ -3,13 +3,17 @@
 
 mod auth;
 mod bodies;
+mod cloudevents;
 mod dead_letters;
 mod health;
 mod logs;
+mod manage;
 mod messages;
 mod publish_options;
+mod raw;
 mod serve;
 mod settle;
+mod streams;
 mod subscription_settings;
 mod subscriptions;
 mod support;

@@ -31,6 +31,7 @@ async fn every_setting_is_stored_shown_and_compared() {
     let body = app.create_subscription("s", settings.clone()).await;
     let mut expected = settings.clone();
     expected["name"] = json!("s");
+    expected["revision"] = json!(1);
     assert_eq!(without(&body, "created_at"), expected);
 
     // The same settings with another start position find the subscription: `start` is only

@@ -30,6 +30,7 @@ async fn create_is_201_then_200_then_409_and_reads_back() {
         without(&body, "created_at"),
         json!({
             "name": "s",
+            "revision": 1,
             "topic": "t",
             "ack_deadline_ms": 30_000,
             "backoff": {"initial_ms": 1000, "max_ms": 600_000, "multiplier": 2.0},

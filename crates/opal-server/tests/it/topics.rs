@@ -29,6 +29,7 @@ async fn create_is_201_then_200_when_repeated_then_409_when_different() {
         without(&body, "created_at"),
         json!({
             "name": "orders",
+            "revision": 1,
             "partitions": 2,
             "retention": {"max_age_ms": null, "max_bytes": null, "policy": "limits"},
             "dedup_window_ms": 120_000,

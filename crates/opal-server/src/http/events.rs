@@ -1,0 +1,233 @@
+//! `/v1/subscriptions/{subscription}/events`: deliveries as a Server-Sent Events stream.
+//!
+//! A task pulls in small batches and hands events to the response body through a bounded
+//! channel. A client that stops reading fills the socket, then the channel, and the task stops
+//! pulling: nothing is leased that the connection cannot take, and memory stays bounded.
+
+use std::convert::Infallible;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderName;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures_util::stream;
+use opal_core::{BrokerError, Delivery, SubscriptionName};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::subscriptions::DeliveryView;
+use super::{AppState, subscription_param};
+use crate::path::Path;
+use crate::problem::{FieldError, Problem, ProblemKind};
+
+/// Deliveries one pull asks for when the client does not say (`?batch=`).
+const DEFAULT_BATCH: u64 = 10;
+/// Largest `?batch=`: the stream holds at most two batches in memory (one queued, one pulled).
+const MAX_BATCH: u64 = 100;
+/// How long one pull waits for a message; pulls repeat, so this only bounds how stale a
+/// disconnect or a shutdown can be noticed by a waiting broker call.
+const PULL_WAIT: Duration = Duration::from_secs(5);
+/// A comment line this often keeps proxies from closing an idle stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The reconnection delay suggested to clients (`retry:`).
+const RETRY: Duration = Duration::from_secs(3);
+
+/// Tells nginx and similar proxies not to buffer the stream.
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/v1/subscriptions/{subscription}/events", get(events))
+}
+
+/// Opens the stream once the subscription is known to exist, so that a wrong name is a `404`
+/// problem rather than an empty stream.
+async fn events(
+    State(state): State<AppState>,
+    Path(subscription): Path<String>,
+    query: RawQuery,
+) -> Result<impl IntoResponse, Problem> {
+    let name = subscription_param(subscription)?;
+    let params = Params::parse(query, &["batch"])?;
+    let mut errors = Vec::new();
+    let batch = params.integer("batch", DEFAULT_BATCH, 1..=MAX_BATCH, &mut errors);
+    check(errors)?;
+    state.broker.get_subscription(&name).await?;
+    // `Last-Event-ID` needs no handling: the subscription, not the connection, holds the ack
+    // state, so a new stream simply goes on with what is unacked.
+
+    let batch = usize::try_from(batch).unwrap_or(1);
+    let (tx, mut rx) = mpsc::channel(batch);
+    tokio::spawn(pump(state, name, batch, tx).in_current_span());
+    let body = stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
+    let sse = Sse::new(body).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
+    Ok(([(X_ACCEL_BUFFERING, "no")], sse))
+}
+
+/// Pulls and queues events until the client goes away (the receiver is dropped), the server
+/// shuts down, or the broker fails. Deliveries pulled but not queued when it stops are
+/// redelivered after their ack deadline, like any unacked delivery.
+async fn pump(state: AppState, name: SubscriptionName, batch: usize, tx: mpsc::Sender<Event>) {
+    let shutdown = &state.shutdown;
+    // Bounded by `tx` as every other send: a client that does not read holds this task here.
+    if !queue(&tx, shutdown, Event::default().retry(RETRY)).await {
+        return;
+    }
+    loop {
+        let pulled = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            () = tx.closed() => return,
+            pulled = state.broker.pull(&name, batch, PULL_WAIT) => pulled,
+        };
+        match pulled {
+            Ok(deliveries) => {
+                for delivery in deliveries {
+                    if !queue(&tx, shutdown, delivery_event(delivery)).await {
+                        return;
+                    }
+                }
+            }
+            Err(BrokerError::ShuttingDown) => return,
+            Err(err) => {
+                tracing::warn!(subscription = %name, error = %err, "event stream: pull failed");
+                let _ = queue(&tx, shutdown, error_event(err)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for room in the channel; `false` once the client is gone or the server shuts down.
+async fn queue(tx: &mpsc::Sender<Event>, shutdown: &CancellationToken, event: Event) -> bool {
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => false,
+        sent = tx.send(event) => sent.is_ok(),
+    }
+}
+
+/// `event: delivery`, `id: <ack id>`, `data: <the delivery as in a pull answer>`.
+fn delivery_event(delivery: Delivery) -> Event {
+    let ack_id = delivery.ack_id.0.clone();
+    let view = DeliveryView::from(delivery);
+    // A view of strings, numbers and raw JSON always serialises; the fallback keeps this
+    // panic-free.
+    let data = serde_json::to_string(&view).unwrap_or_else(|_| "{}".to_owned());
+    let event = Event::default().event("delivery").data(data);
+    // Ack ids are opaque; one that an SSE line cannot carry is left out of `id:` (it is in the
+    // data all the same) rather than break the stream.
+    if ack_id.contains(['\n', '\r', '\0']) {
+        event
+    } else {
+        event.id(ack_id)
+    }
+}
+
+/// `event: error` with a problem object, sent once before the stream ends on a broker failure.
+fn error_event(err: BrokerError) -> Event {
+    let (status, detail) = match err {
+        BrokerError::SubscriptionNotFound(_) => (404, err.to_string()),
+        BrokerError::Storage(cause) => {
+            // The cause is for operators: it may name files.
+            tracing::error!(error = %cause, "storage failure");
+            (503, "the broker's storage failed".to_owned())
+        }
+        other => (500, other.to_string()),
+    };
+    let kind = match status {
+        404 => ProblemKind::NotFound,
+        503 => ProblemKind::Unavailable,
+        _ => ProblemKind::Internal,
+    };
+    let body = serde_json::json!({
+        "type": kind.type_uri(),
+        "title": kind.title(),
+        "status": status,
+        "detail": detail,
+    });
+    Event::default().event("error").data(body.to_string())
+}
+
+/// The query string of a streaming request: name/value pairs, checked by [`Params`].
+pub(super) type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+/// Query parameters, with unknown and repeated names refused (as unknown body members are).
+#[derive(Debug)]
+pub(super) struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub(super) fn parse(query: RawQuery, known: &[&str]) -> Result<Params, Problem> {
+        let Query(pairs) = query.map_err(|rejection| {
+            Problem::new(
+                ProblemKind::InvalidRequest,
+                format!(
+                    "the query string could not be read: {}",
+                    rejection.body_text()
+                ),
+            )
+        })?;
+        let mut errors = Vec::new();
+        for (index, (name, _)) in pairs.iter().enumerate() {
+            if !known.contains(&name.as_str()) {
+                let expected = known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                errors.push(FieldError::parameter(
+                    name.as_str(),
+                    format!("is not a parameter of this endpoint (expected {expected})"),
+                ));
+            } else if pairs[..index].iter().any(|(earlier, _)| earlier == name) {
+                errors.push(FieldError::parameter(
+                    name.as_str(),
+                    "must be given at most once",
+                ));
+            }
+        }
+        check(errors)?;
+        Ok(Params(pairs))
+    }
+
+    /// An integer in `range`, or `default` when the parameter is absent; a bad value is added to
+    /// `errors` (and `default` returned).
+    pub(super) fn integer(
+        &self,
+        name: &str,
+        default: u64,
+        range: RangeInclusive<u64>,
+        errors: &mut Vec<FieldError>,
+    ) -> u64 {
+        let Some((_, text)) = self.0.iter().find(|(n, _)| n == name) else {
+            return default;
+        };
+        match text.parse::<u64>() {
+            Ok(value) if range.contains(&value) => value,
+            _ => {
+                errors.push(FieldError::parameter(
+                    name,
+                    format!(
+                        "must be an integer from {} to {}, got {text:?}",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+                default
+            }
+        }
+    }
+}
+
+pub(super) fn check(errors: Vec<FieldError>) -> Result<(), Problem> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::invalid(errors))
+    }
+}

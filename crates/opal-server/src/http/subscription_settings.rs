@@ -1,0 +1,179 @@
+//! Changing, deleting and listing subscriptions (creating and reading them is in
+//! `subscriptions.rs`, beside consuming).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{AppendHeaders, IntoResponse};
+use axum::routing::get;
+use axum::{Json as JsonResponse, Router};
+use opal_core::{BrokerError, Filter, SubscriptionName, TopicName};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use super::pagination::{PageRequest, link_header, next_cursor};
+use super::revision::{IfMatch, etag};
+use super::subscriptions::{BackoffBody, SubscriptionView, filter_problem, renamed};
+use super::{AppState, subscription_param};
+use crate::json::Json;
+use crate::path::Path;
+use crate::problem::{FieldError, Problem, ProblemKind};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/v1/subscriptions", get(list_subscriptions))
+}
+
+/// `PATCH` body: the members to change. For the nullable ones, `null` clears the setting and
+/// leaving the member out keeps it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateSubscription {
+    /// Accepted only with the current value: the topic cannot change.
+    topic: Option<String>,
+    ack_deadline_ms: Option<u64>,
+    backoff: Option<BackoffBody>,
+    #[serde(default, deserialize_with = "present")]
+    max_deliveries: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    dead_letter_topic: Option<Option<String>>,
+    ordered: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    filter: Option<Option<Value>>,
+}
+
+/// Tells a member given as `null` (`Some(None)`) from a member left out (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Serialize)]
+struct SubscriptionList {
+    subscriptions: Vec<SubscriptionView>,
+    next_cursor: Option<String>,
+}
+
+/// Changes settings, keeping the position and ack state. With `If-Match`, only if the
+/// subscription is still at that revision (412 otherwise).
+pub(super) async fn update_subscription(
+    State(state): State<AppState>,
+    Path(subscription): Path<String>,
+    IfMatch(expected): IfMatch,
+    Json(body): Json<UpdateSubscription>,
+) -> Result<impl IntoResponse, Problem> {
+    let name = subscription_param(subscription)?;
+    let filter = match &body.filter {
+        Some(Some(policy)) if !policy.is_null() => Some(Some(
+            Filter::parse(policy).map_err(|e| filter_problem(policy, e))?,
+        )),
+        Some(_) => Some(None),
+        None => None,
+    };
+    let dead_letter_topic = match &body.dead_letter_topic {
+        Some(Some(t)) => Some(Some(
+            TopicName::new(t.clone()).map_err(|e| renamed(e, "dead_letter_topic"))?,
+        )),
+        Some(None) => Some(None),
+        None => None,
+    };
+    let topic = body.topic.clone().map(TopicName::new).transpose()?;
+    // Without If-Match, retry a lost race with another update instead of answering 412.
+    for _ in 0..3 {
+        let (current, _) = state.broker.get_subscription(&name).await?;
+        if let Some(revision) = expected
+            && revision != current.revision
+        {
+            return Err(BrokerError::RevisionMismatch {
+                kind: "subscription",
+                name: name.to_string(),
+                expected: revision,
+                current: current.revision,
+            }
+            .into());
+        }
+        let mut config = current.config.clone();
+        if let Some(topic) = &topic {
+            config.topic = topic.clone();
+        }
+        if let Some(ms) = body.ack_deadline_ms {
+            config.ack_deadline_ms = ms;
+        }
+        if let Some(backoff) = &body.backoff {
+            config.backoff = opal_core::Backoff {
+                initial_ms: backoff.initial_ms.unwrap_or(config.backoff.initial_ms),
+                max_ms: backoff.max_ms.unwrap_or(config.backoff.max_ms),
+                multiplier: backoff.multiplier.unwrap_or(config.backoff.multiplier),
+            };
+        }
+        if let Some(max) = body.max_deliveries {
+            config.max_deliveries = max;
+        }
+        if let Some(dlt) = &dead_letter_topic {
+            config.dead_letter_topic = dlt.clone();
+        }
+        if let Some(ordered) = body.ordered {
+            config.ordered = ordered;
+        }
+        if let Some(f) = &filter {
+            config.filter = f.clone();
+        }
+        config.validate(&state.limits)?;
+        match state
+            .broker
+            .update_subscription(&name, config, Some(current.revision))
+            .await
+        {
+            Ok(updated) => {
+                let tag = etag(updated.revision);
+                return Ok((tag, JsonResponse(SubscriptionView::from(updated))));
+            }
+            Err(BrokerError::RevisionMismatch { .. }) if expected.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Problem::new(
+        ProblemKind::Conflict,
+        "the subscription kept changing while this update was applied; try again",
+    ))
+}
+
+/// 204 when deleted with its ack state; receipts it issued are void afterwards.
+pub(super) async fn delete_subscription(
+    State(state): State<AppState>,
+    Path(subscription): Path<String>,
+    IfMatch(expected): IfMatch,
+) -> Result<StatusCode, Problem> {
+    let name = subscription_param(subscription)?;
+    state.broker.delete_subscription(&name, expected).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Subscriptions in name order, a page at a time.
+async fn list_subscriptions(
+    State(state): State<AppState>,
+    page: PageRequest,
+) -> Result<impl IntoResponse, Problem> {
+    let after = page
+        .after
+        .map(|a| {
+            SubscriptionName::new(a).map_err(|_| {
+                Problem::invalid(vec![FieldError::parameter(
+                    "cursor",
+                    "is not a cursor returned by this list",
+                )])
+            })
+        })
+        .transpose()?;
+    let subscriptions = state
+        .broker
+        .list_subscriptions(after.as_ref(), page.limit)
+        .await?;
+    let last = subscriptions.last().map(|s| s.name.to_string());
+    let next_cursor = next_cursor(subscriptions.len(), page.limit, last.as_deref());
+    let link = link_header("/v1/subscriptions", page.limit, next_cursor.as_deref());
+    let body = SubscriptionList {
+        subscriptions: subscriptions.into_iter().map(Into::into).collect(),
+        next_cursor,
+    };
+    Ok((AppendHeaders(link), JsonResponse(body)))
+}
