@@ -414,6 +414,10 @@ impl Broker for EmbeddedBroker {
         self.check_open()?;
         let sub = self.subscription(name)?;
         let mut state = sub.state.lock().await;
+        // Dead letters already due are sent first: a seek moves the position, it does not
+        // cancel what max_deliveries decided.
+        let now = self.inner.clock.now_ms();
+        self.expire_leases(&sub, &mut state, now).await?;
         let floors = floors_for(&sub.topic, position)?;
         let meta = Arc::clone(&self.inner.meta);
         let key = name.to_string();

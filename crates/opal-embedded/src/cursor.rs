@@ -69,7 +69,16 @@ pub(crate) struct PartitionCursor {
     held_count: usize,
     /// Ordered subscriptions: offsets whose key was released to them, ready to deliver.
     ready: BTreeMap<u64, Option<Key>>,
+    /// Which lease's token acked each recently acked offset (`DEAD_LETTERED` when no consumer's
+    /// did), so a retried ack of the same receipt succeeds while a stale receipt is refused.
+    acked_by: BTreeMap<u64, u64>,
 }
+
+/// Tokens no receipt carries: the message was acked by dead-lettering.
+const DEAD_LETTERED: u64 = u64::MAX;
+/// Recently acked offsets remembered in `acked_by`; older acks of unknown receipts are
+/// reported as already acked.
+const ACKED_BY_LIMIT: usize = 65_536;
 
 impl PartitionCursor {
     pub(crate) fn new(floor: u64, acked: BTreeSet<u64>) -> Self {
@@ -230,7 +239,12 @@ impl PartitionCursor {
 
     pub(crate) fn check_lease(&self, offset: u64, token: u64, now_ms: i64) -> LeaseCheck {
         if self.is_acked(offset) {
-            return LeaseCheck::AlreadyAcked;
+            return match self.acked_by.get(&offset) {
+                Some(&by) if by != token => LeaseCheck::Reject(
+                    "the lease expired; the message was delivered again or dead-lettered",
+                ),
+                _ => LeaseCheck::AlreadyAcked,
+            };
         }
         match self.leases.get(&offset) {
             Some(lease) if lease.token != token => {
@@ -276,16 +290,22 @@ impl PartitionCursor {
     /// Applies a plan once it is durable; frees the keys the acked offsets held.
     pub(crate) fn apply_acks(&mut self, plan: &AckPlan) {
         for &offset in &plan.acked {
-            let key = self
-                .take_lease(offset)
-                .and_then(|l| l.key)
-                .or_else(|| {
-                    self.retries.remove(&offset).and_then(|r| {
-                        self.retry_times.remove(&(r.not_before_ms, offset));
-                        r.key
-                    })
-                })
-                .or_else(|| self.ready.remove(&offset).flatten());
+            let (by, key) = match self.take_lease(offset) {
+                Some(lease) => (Some(lease.token), lease.key),
+                None => match self.retries.remove(&offset) {
+                    Some(retry) => {
+                        self.retry_times.remove(&(retry.not_before_ms, offset));
+                        (Some(DEAD_LETTERED), retry.key)
+                    }
+                    None => (None, self.ready.remove(&offset).flatten()),
+                },
+            };
+            if let Some(by) = by {
+                self.acked_by.insert(offset, by);
+                if self.acked_by.len() > ACKED_BY_LIMIT {
+                    self.acked_by.pop_first();
+                }
+            }
             if let Some(key) = key {
                 self.release_key(&key, offset);
             }
@@ -419,6 +439,33 @@ mod tests {
         c.apply_acks(&plan);
         assert_eq!(c.ready(10), vec![2]);
         assert_eq!(c.held_count(), 0);
+    }
+
+    #[test]
+    fn a_stale_receipt_of_an_acked_message_is_refused_but_a_retried_ack_succeeds() {
+        let mut c = PartitionCursor::new(0, BTreeSet::new());
+        c.lease(0, 1, 10, None, false);
+        c.take_expired(10);
+        c.schedule_retry(
+            0,
+            Retry {
+                attempt: 1,
+                not_before_ms: 10,
+                key: None,
+            },
+        );
+        c.lease(0, 2, 100, None, false);
+        let plan = c.plan_acks(&set(&[0]));
+        c.apply_acks(&plan);
+        assert_eq!(
+            c.check_lease(0, 2, 50),
+            LeaseCheck::AlreadyAcked,
+            "the same receipt again"
+        );
+        assert!(
+            matches!(c.check_lease(0, 1, 50), LeaseCheck::Reject(_)),
+            "the superseded receipt"
+        );
     }
 
     #[test]

@@ -201,7 +201,9 @@ impl MetaStore {
         durable: bool,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, EmbeddedError>,
     ) -> Result<T, EmbeddedError> {
-        let mut txn = self.db()?.begin_write().map_err(EmbeddedError::meta)?;
+        // The read lock is held until the commit ends, so `close` waits for it.
+        let db = self.db()?;
+        let mut txn = db.begin_write().map_err(EmbeddedError::meta)?;
         let durability = if durable {
             Durability::Immediate
         } else {
@@ -215,7 +217,9 @@ impl MetaStore {
     }
 
     pub(crate) fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, EmbeddedError> {
-        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        // The read lock is held until the transaction ends, so `close` waits for it.
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(EmbeddedError::meta)?;
         let table = txn.open_table(SETTINGS).map_err(EmbeddedError::meta)?;
         let value = table.get(key).map_err(EmbeddedError::meta)?;
         Ok(value.map(|v| v.value().to_vec()))
@@ -241,7 +245,9 @@ impl MetaStore {
         def: TableDefinition<'_, &str, &[u8]>,
         what: &str,
     ) -> Result<Vec<(String, T)>, EmbeddedError> {
-        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        // The read lock is held until the transaction ends, so `close` waits for it.
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(EmbeddedError::meta)?;
         let table = txn.open_table(def).map_err(EmbeddedError::meta)?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(EmbeddedError::meta)? {
@@ -289,7 +295,9 @@ impl MetaStore {
         name: &str,
         partitions: u32,
     ) -> Result<Vec<(u64, BTreeSet<u64>)>, EmbeddedError> {
-        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        // The read lock is held until the transaction ends, so `close` waits for it.
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(EmbeddedError::meta)?;
         let floors = txn.open_table(ACK_FLOORS).map_err(EmbeddedError::meta)?;
         let acked = txn.open_table(ACKED).map_err(EmbeddedError::meta)?;
         let mut out = Vec::with_capacity(partitions as usize);
@@ -361,7 +369,9 @@ impl MetaStore {
     }
 
     pub(crate) fn retries(&self, name: &str) -> Result<Vec<(u32, u64, RetryRow)>, EmbeddedError> {
-        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        // The read lock is held until the transaction ends, so `close` waits for it.
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(EmbeddedError::meta)?;
         let table = txn.open_table(RETRIES).map_err(EmbeddedError::meta)?;
         let mut out = Vec::new();
         for entry in table
@@ -430,7 +440,9 @@ impl MetaStore {
     }
 
     pub(crate) fn dedup(&self, topic: &str, id: &str) -> Result<Option<DedupRow>, EmbeddedError> {
-        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        // The read lock is held until the transaction ends, so `close` waits for it.
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(EmbeddedError::meta)?;
         let table = txn.open_table(DEDUP).map_err(EmbeddedError::meta)?;
         let value = table.get((topic, id)).map_err(EmbeddedError::meta)?;
         value.map(|v| decode("dedup", v.value())).transpose()
@@ -469,7 +481,9 @@ impl MetaStore {
         now_ms: i64,
         max: usize,
     ) -> Result<Vec<(i64, u128, DelayedRow)>, EmbeddedError> {
-        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        // The read lock is held until the transaction ends, so `close` waits for it.
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(EmbeddedError::meta)?;
         let table = txn.open_table(DELAYED).map_err(EmbeddedError::meta)?;
         let mut out = Vec::new();
         for entry in table
@@ -486,7 +500,9 @@ impl MetaStore {
 
     /// The earliest due time and the number of delayed messages of a topic.
     pub(crate) fn delayed_summary(&self, topic: &str) -> Result<(Option<i64>, u64), EmbeddedError> {
-        let txn = self.db()?.begin_read().map_err(EmbeddedError::meta)?;
+        // The read lock is held until the transaction ends, so `close` waits for it.
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(EmbeddedError::meta)?;
         let table = txn.open_table(DELAYED).map_err(EmbeddedError::meta)?;
         let mut range = table
             .range((topic, i64::MIN, 0)..=(topic, i64::MAX, u128::MAX))

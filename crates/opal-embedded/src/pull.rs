@@ -171,7 +171,7 @@ impl EmbeddedBroker {
 
     /// Turns leases whose deadline passed into retries after backoff, or dead letters once
     /// `max_deliveries` is reached.
-    async fn expire_leases(
+    pub(crate) async fn expire_leases(
         &self,
         sub: &OpenSubscription,
         state: &mut SubscriptionState,
