@@ -83,6 +83,8 @@ impl EmbeddedBroker {
             topics.insert(name, Arc::new(open));
         }
 
+        resolve_pending_dedup(&meta, &topics)?;
+
         let mut subscriptions = HashMap::new();
         for (name, row) in meta.subscriptions()? {
             let subscription = rows::subscription_from_row(&name, row)?;
@@ -156,6 +158,42 @@ impl EmbeddedBroker {
             .map(|name| self.topic(name))
             .transpose()
     }
+}
+
+/// Settles dedup reservations a crash left unconfirmed: each message is looked for in its
+/// partition from where it could start; found, the entry is confirmed with its offset; not
+/// found, the append never happened and the entry is dropped so that a retry stores it.
+fn resolve_pending_dedup(
+    meta: &MetaStore,
+    topics: &HashMap<String, Arc<OpenTopic>>,
+) -> Result<(), EmbeddedError> {
+    for (topic_name, dedup_id, row) in meta.pending_dedup()? {
+        let Some(topic) = topics.get(&topic_name) else {
+            meta.resolve_dedup(&topic_name, &dedup_id, None)?;
+            continue;
+        };
+        let mut offset = row.pending_from.unwrap_or(0);
+        let mut found = None;
+        while found.is_none() && row.partition < topic.partitions() {
+            let messages = topic.read(row.partition, offset)?;
+            let Some(last) = messages.last().map(|m| m.offset) else {
+                break;
+            };
+            found = messages
+                .iter()
+                .find(|m| m.id.as_u128() == row.id)
+                .map(|m| m.offset);
+            offset = last + 1;
+        }
+        let confirmed = found.map(|offset| crate::meta::DedupRow {
+            offset: Some(offset),
+            pending_from: None,
+            ..row.clone()
+        });
+        tracing::info!(topic = topic_name, dedup_id, found = ?found, "resolved a dedup reservation left by a crash");
+        meta.resolve_dedup(&topic_name, &dedup_id, confirmed.as_ref())?;
+    }
+    Ok(())
 }
 
 /// Rebuilds a subscription's cursors from its stored ack state and retries.

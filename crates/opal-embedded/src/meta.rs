@@ -30,6 +30,9 @@ const DELAYED: TableDefinition<'_, (&str, i64, u128), &[u8]> = TableDefinition::
 const DELAYED_COUNT: TableDefinition<'_, &str, u64> = TableDefinition::new("delayed_count");
 /// (topic, dedup id) → the first message's result and when the entry expires.
 const DEDUP: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("dedup");
+/// (topic, dedup id) of dedup entries reserved before their append and not yet confirmed:
+/// after a crash, open resolves each (found in the log, or dropped).
+const DEDUP_PENDING: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("dedup_pending");
 /// (expiry ms, topic, dedup id): dedup entries in expiry order, for sweeping.
 const DEDUP_EXPIRY: TableDefinition<'_, (i64, &str, &str), ()> =
     TableDefinition::new("dedup_expiry");
@@ -105,6 +108,10 @@ pub(crate) struct DedupRow {
     pub(crate) id: u128,
     pub(crate) partition: u32,
     pub(crate) offset: Option<u64>,
+    /// While reserved but not confirmed: the partition's end offset before the append (the
+    /// message is at or after it, if the append happened at all).
+    #[serde(default)]
+    pub(crate) pending_from: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -154,6 +161,7 @@ impl MetaStore {
             txn.open_table(DELAYED)?;
             txn.open_table(DELAYED_COUNT)?;
             txn.open_table(DEDUP)?;
+            txn.open_table(DEDUP_PENDING)?;
             txn.open_table(DEDUP_EXPIRY)?;
             let mut settings = txn.open_table(SETTINGS)?;
             let found = settings.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
@@ -431,10 +439,80 @@ impl MetaStore {
             }
             let mut table = txn.open_table(DEDUP)?;
             let mut expiry = txn.open_table(DEDUP_EXPIRY)?;
+            let mut pending = txn.open_table(DEDUP_PENDING)?;
             for (id, expires, bytes) in &dedup {
                 table.insert((topic, *id), bytes.as_slice())?;
                 expiry.insert((*expires, topic, *id), ())?;
+                pending.remove((topic, *id))?;
             }
+            Ok(())
+        })
+    }
+
+    /// Reserves dedup ids before their messages are appended (rows with `pending_from`).
+    pub(crate) fn reserve_dedup(
+        &self,
+        topic: &str,
+        rows: &[(String, DedupRow)],
+    ) -> Result<(), EmbeddedError> {
+        let rows = rows
+            .iter()
+            .map(|(id, row)| Ok((id.as_str(), row.expires_ms, encode(row)?)))
+            .collect::<Result<Vec<_>, EmbeddedError>>()?;
+        self.write(|txn| {
+            let mut table = txn.open_table(DEDUP)?;
+            let mut expiry = txn.open_table(DEDUP_EXPIRY)?;
+            let mut pending = txn.open_table(DEDUP_PENDING)?;
+            for (id, expires, bytes) in &rows {
+                table.insert((topic, *id), bytes.as_slice())?;
+                expiry.insert((*expires, topic, *id), ())?;
+                pending.insert((topic, *id), ())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Reservations a crash left unconfirmed: (topic, dedup id, row).
+    pub(crate) fn pending_dedup(&self) -> Result<Vec<(String, String, DedupRow)>, EmbeddedError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(EmbeddedError::meta)?;
+        let pending = txn.open_table(DEDUP_PENDING).map_err(EmbeddedError::meta)?;
+        let table = txn.open_table(DEDUP).map_err(EmbeddedError::meta)?;
+        let mut out = Vec::new();
+        for entry in pending.iter().map_err(EmbeddedError::meta)? {
+            let (key, _) = entry.map_err(EmbeddedError::meta)?;
+            let (topic, id) = key.value();
+            if let Some(row) = table.get((topic, id)).map_err(EmbeddedError::meta)? {
+                out.push((
+                    topic.to_owned(),
+                    id.to_owned(),
+                    decode("dedup", row.value())?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Settles a reservation after a crash: confirms it at `offset`, or drops it (`None`: the
+    /// append never happened, so a retry must store the message).
+    pub(crate) fn resolve_dedup(
+        &self,
+        topic: &str,
+        id: &str,
+        row: Option<&DedupRow>,
+    ) -> Result<(), EmbeddedError> {
+        let bytes = row.map(encode).transpose()?;
+        self.write(|txn| {
+            let mut table = txn.open_table(DEDUP)?;
+            match &bytes {
+                Some(bytes) => {
+                    table.insert((topic, id), bytes.as_slice())?;
+                }
+                None => {
+                    table.remove((topic, id))?;
+                }
+            }
+            txn.open_table(DEDUP_PENDING)?.remove((topic, id))?;
             Ok(())
         })
     }

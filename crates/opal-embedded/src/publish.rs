@@ -99,6 +99,33 @@ impl EmbeddedBroker {
             }
         }
 
+        // Reserve the dedup ids of messages appended now before appending them, so a crash
+        // between the append and the confirmation below cannot forget them: open finds each
+        // unconfirmed reservation in the log (or drops it if the append never happened).
+        let expires_ms = now_ms.saturating_add(topic.topic().config.dedup_window_ms as i64);
+        let reservations: Vec<(String, DedupRow)> = new_dedup_ids
+            .iter()
+            .filter_map(|(index, dedup_id)| match fates[*index] {
+                Fate::Append(i) => {
+                    let (partition, id, _) = &to_append[i];
+                    let row = DedupRow {
+                        expires_ms,
+                        id: id.as_u128(),
+                        partition: *partition,
+                        offset: None,
+                        pending_from: Some(topic.log(*partition).next_offset()),
+                    };
+                    Some((dedup_id.clone(), row))
+                }
+                _ => None,
+            })
+            .collect();
+        if !reservations.is_empty() {
+            let meta = Arc::clone(&self.inner.meta);
+            let name = topic.name().to_owned();
+            blocking(move || meta.reserve_dedup(&name, &reservations)).await?;
+        }
+
         let stored = to_append.len() + delayed.len();
         let stored_bytes: u64 = to_append
             .iter()
@@ -147,7 +174,6 @@ impl EmbeddedBroker {
             .fetch_add(duplicates as u64, Ordering::Relaxed);
 
         if !delayed.is_empty() || !new_dedup_ids.is_empty() {
-            let expires_ms = now_ms.saturating_add(topic.topic().config.dedup_window_ms as i64);
             let dedup: Vec<(String, DedupRow)> = new_dedup_ids
                 .into_iter()
                 .map(|(index, dedup_id)| {
@@ -157,6 +183,7 @@ impl EmbeddedBroker {
                         id: r.id.as_u128(),
                         partition: r.partition,
                         offset: r.offset,
+                        pending_from: None,
                     };
                     (dedup_id, row)
                 })
@@ -167,9 +194,6 @@ impl EmbeddedBroker {
                 .collect();
             let meta = Arc::clone(&self.inner.meta);
             let name = topic.name().to_owned();
-            // The dedup entries of appended messages are stored after their append: a crash in
-            // between (after the log sync, before this commit) forgets those ids, so a retry
-            // inside the window would be stored again. See docs/operations.md.
             blocking(move || meta.put_scheduled(&name, &rows, &dedup)).await?;
             if let Some(earliest) = delayed.iter().map(|(due, _, _)| *due).min() {
                 // Under the release lock, so a concurrent release cannot overwrite this with a
@@ -221,4 +245,100 @@ pub(crate) fn due_message(
         dedup_id: None,
         deliver_at: jiff::Timestamp::from_millisecond(due_ms).ok(),
     })
+}
+
+#[cfg(test)]
+mod crash_window_tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use opal_core::{Broker, DataEncoding, NewMessage, TopicConfig, TopicName};
+    use uuid::Uuid;
+
+    use crate::meta::DedupRow;
+    use crate::{EmbeddedBroker, EmbeddedConfig};
+
+    fn message(dedup_id: &str) -> NewMessage {
+        NewMessage {
+            key: None,
+            attributes: BTreeMap::new(),
+            data: Bytes::from_static(b"x"),
+            encoding: DataEncoding::Binary,
+            dedup_id: Some(dedup_id.to_owned()),
+            deliver_at: None,
+        }
+    }
+
+    /// The state a crash leaves between the append and the confirmation: a reservation, and
+    /// (when `appended`) the message in the log. Returns the message's offset if appended.
+    async fn crash_state(
+        broker: &EmbeddedBroker,
+        topic: &TopicName,
+        appended: bool,
+    ) -> Option<u64> {
+        let open = broker.topic(topic).unwrap();
+        let id = Uuid::now_v7();
+        let row = DedupRow {
+            expires_ms: i64::MAX,
+            id: id.as_u128(),
+            partition: 0,
+            offset: None,
+            pending_from: Some(open.log(0).next_offset()),
+        };
+        broker
+            .inner
+            .meta
+            .reserve_dedup(topic.as_str(), &[("d".to_owned(), row)])
+            .unwrap();
+        if !appended {
+            return None;
+        }
+        let mut new = message("d");
+        new.dedup_id = None;
+        let offsets = open.append(vec![(0, id, new)], 0).await.unwrap();
+        Some(offsets[0])
+    }
+
+    #[tokio::test]
+    async fn a_reservation_whose_append_happened_is_confirmed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = TopicName::new("t").unwrap();
+        let offset = {
+            let broker = EmbeddedBroker::open(EmbeddedConfig::new(dir.path())).unwrap();
+            broker
+                .create_topic(&topic, TopicConfig::default())
+                .await
+                .unwrap();
+            broker
+                .publish(&topic, vec![message("other")])
+                .await
+                .unwrap();
+            let offset = crash_state(&broker, &topic, true).await;
+            broker.close().await.unwrap();
+            offset
+        };
+        let broker = EmbeddedBroker::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let retry = broker.publish(&topic, vec![message("d")]).await.unwrap();
+        assert!(retry[0].duplicate, "{retry:?}");
+        assert_eq!(retry[0].offset, offset);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_whose_append_never_happened_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = TopicName::new("t").unwrap();
+        {
+            let broker = EmbeddedBroker::open(EmbeddedConfig::new(dir.path())).unwrap();
+            broker
+                .create_topic(&topic, TopicConfig::default())
+                .await
+                .unwrap();
+            crash_state(&broker, &topic, false).await;
+            broker.close().await.unwrap();
+        }
+        let broker = EmbeddedBroker::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let retry = broker.publish(&topic, vec![message("d")]).await.unwrap();
+        assert!(!retry[0].duplicate, "the retry is stored: {retry:?}");
+        assert_eq!(retry[0].offset, Some(0));
+    }
 }
