@@ -107,7 +107,8 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
         )
     })?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+    let strict = objects_only::Strict(&mut deserializer);
+    let value = serde_path_to_error::deserialize(strict).map_err(|err| {
         let pointer = pointer_of(err.path());
         body_problem(err.into_inner(), Some(pointer))
     })?;
@@ -142,6 +143,311 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
         }
     }
     pointer
+}
+
+/// A deserializer that reads structs from JSON objects only. serde's derive also reads a struct
+/// from an array of its members in order (`[1, null]` for `{"partitions": 1, "retention":
+/// null}`), which no client means and the OpenAPI document does not allow; this wrapper asks the
+/// inner deserializer for a map wherever a struct is wanted, at every depth, and forwards
+/// everything else unchanged (so `RawValue` payloads keep their bytes).
+mod objects_only {
+    use std::fmt;
+
+    use serde::de::{
+        DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+    };
+
+    /// The wrapped deserializer.
+    pub(super) struct Strict<D>(pub(super) D);
+
+    /// A visitor whose nested deserializers are wrapped too.
+    struct Wrap<V>(V);
+
+    struct Seed<S>(S);
+
+    macro_rules! forward {
+        ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
+            $(
+                fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
+                    self.0.$method($($arg,)* Wrap(visitor))
+                }
+            )*
+        };
+    }
+
+    impl<'de, D: Deserializer<'de>> Deserializer<'de> for Strict<D> {
+        type Error = D::Error;
+
+        forward!(
+            deserialize_any(),
+            deserialize_bool(),
+            deserialize_i8(),
+            deserialize_i16(),
+            deserialize_i32(),
+            deserialize_i64(),
+            deserialize_i128(),
+            deserialize_u8(),
+            deserialize_u16(),
+            deserialize_u32(),
+            deserialize_u64(),
+            deserialize_u128(),
+            deserialize_f32(),
+            deserialize_f64(),
+            deserialize_char(),
+            deserialize_str(),
+            deserialize_string(),
+            deserialize_bytes(),
+            deserialize_byte_buf(),
+            deserialize_option(),
+            deserialize_unit(),
+            deserialize_unit_struct(name: &'static str),
+            deserialize_newtype_struct(name: &'static str),
+            deserialize_seq(),
+            deserialize_tuple(len: usize),
+            deserialize_tuple_struct(name: &'static str, len: usize),
+            deserialize_map(),
+            deserialize_enum(name: &'static str, variants: &'static [&'static str]),
+            deserialize_identifier(),
+            deserialize_ignored_any(),
+        );
+
+        /// The one change: a struct is read as a map, never from an array.
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            _fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_map(Wrap(visitor))
+        }
+
+        fn is_human_readable(&self) -> bool {
+            self.0.is_human_readable()
+        }
+    }
+
+    impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
+        type Value = V::Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.expecting(f)
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<V::Value, E> {
+            self.0.visit_bool(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<V::Value, E> {
+            self.0.visit_i64(v)
+        }
+        fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<V::Value, E> {
+            self.0.visit_i128(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<V::Value, E> {
+            self.0.visit_u64(v)
+        }
+        fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<V::Value, E> {
+            self.0.visit_u128(v)
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<V::Value, E> {
+            self.0.visit_f64(v)
+        }
+        fn visit_char<E: serde::de::Error>(self, v: char) -> Result<V::Value, E> {
+            self.0.visit_char(v)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<V::Value, E> {
+            self.0.visit_str(v)
+        }
+        fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<V::Value, E> {
+            self.0.visit_borrowed_str(v)
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<V::Value, E> {
+            self.0.visit_string(v)
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<V::Value, E> {
+            self.0.visit_bytes(v)
+        }
+        fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<V::Value, E> {
+            self.0.visit_borrowed_bytes(v)
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<V::Value, E> {
+            self.0.visit_byte_buf(v)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<V::Value, E> {
+            self.0.visit_none()
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+            self.0.visit_some(Strict(d))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<V::Value, E> {
+            self.0.visit_unit()
+        }
+        fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+            self.0.visit_newtype_struct(Strict(d))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+            self.0.visit_seq(Wrap(seq))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+            self.0.visit_map(Wrap(map))
+        }
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+            self.0.visit_enum(Wrap(data))
+        }
+    }
+
+    impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Wrap<A> {
+        type Error = A::Error;
+
+        fn next_element_seed<T: DeserializeSeed<'de>>(
+            &mut self,
+            seed: T,
+        ) -> Result<Option<T::Value>, A::Error> {
+            self.0.next_element_seed(Seed(seed))
+        }
+        fn size_hint(&self) -> Option<usize> {
+            self.0.size_hint()
+        }
+    }
+
+    impl<'de, A: MapAccess<'de>> MapAccess<'de> for Wrap<A> {
+        type Error = A::Error;
+
+        fn next_key_seed<K: DeserializeSeed<'de>>(
+            &mut self,
+            seed: K,
+        ) -> Result<Option<K::Value>, A::Error> {
+            self.0.next_key_seed(Seed(seed))
+        }
+        fn next_value_seed<T: DeserializeSeed<'de>>(
+            &mut self,
+            seed: T,
+        ) -> Result<T::Value, A::Error> {
+            self.0.next_value_seed(Seed(seed))
+        }
+        fn size_hint(&self) -> Option<usize> {
+            self.0.size_hint()
+        }
+    }
+
+    impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Wrap<A> {
+        type Error = A::Error;
+        type Variant = Wrap<A::Variant>;
+
+        fn variant_seed<T: DeserializeSeed<'de>>(
+            self,
+            seed: T,
+        ) -> Result<(T::Value, Self::Variant), A::Error> {
+            self.0
+                .variant_seed(Seed(seed))
+                .map(|(value, variant)| (value, Wrap(variant)))
+        }
+    }
+
+    impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Wrap<A> {
+        type Error = A::Error;
+
+        fn unit_variant(self) -> Result<(), A::Error> {
+            self.0.unit_variant()
+        }
+        fn newtype_variant_seed<T: DeserializeSeed<'de>>(
+            self,
+            seed: T,
+        ) -> Result<T::Value, A::Error> {
+            self.0.newtype_variant_seed(Seed(seed))
+        }
+        fn tuple_variant<V: Visitor<'de>>(
+            self,
+            len: usize,
+            visitor: V,
+        ) -> Result<V::Value, A::Error> {
+            self.0.tuple_variant(len, Wrap(visitor))
+        }
+        fn struct_variant<V: Visitor<'de>>(
+            self,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, A::Error> {
+            self.0.struct_variant(fields, Wrap(visitor))
+        }
+    }
+
+    impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<S> {
+        type Value = S::Value;
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+            self.0.deserialize(Strict(d))
+        }
+    }
+}
+
+/// Whole numbers as JSON (and the JSON Schema `integer` of the OpenAPI document) means them:
+/// `5`, `5.0` and `5e0` are the same number, but serde's integer types accept only the first.
+/// Request members that are counts, sizes or milliseconds deserialise through these
+/// (`#[serde(default, deserialize_with = "crate::json::whole::optional")]`).
+pub(crate) mod whole {
+    use std::fmt::Display;
+
+    use serde::de::{Error, Unexpected};
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Number;
+
+    /// The largest `f64` below 2^64: every whole `f64` up to it is a `u64`.
+    const MAX_WHOLE_F64: f64 = 18_446_744_073_709_549_568.0;
+
+    fn convert<T, E>(number: &Number) -> Result<T, E>
+    where
+        T: TryFrom<u64>,
+        T::Error: Display,
+        E: Error,
+    {
+        const EXPECTED: &str = "a whole number that is not negative";
+        let value = if let Some(value) = number.as_u64() {
+            value
+        } else if let Some(value) = number.as_i64() {
+            return Err(E::invalid_value(Unexpected::Signed(value), &EXPECTED));
+        } else {
+            let value = number.as_f64().unwrap_or(f64::NAN);
+            if !(value.fract() == 0.0 && (0.0..=MAX_WHOLE_F64).contains(&value)) {
+                return Err(E::invalid_value(Unexpected::Float(value), &EXPECTED));
+            }
+            // Exact: the value is whole and in range.
+            value as u64
+        };
+        T::try_from(value)
+            .map_err(|_| E::invalid_value(Unexpected::Unsigned(value), &"a smaller number"))
+    }
+
+    /// A required whole number.
+    pub(crate) fn required<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+        T::Error: Display,
+    {
+        convert(&Number::deserialize(deserializer)?)
+    }
+
+    /// An optional whole number: `null` is `None` (use with `#[serde(default)]`).
+    pub(crate) fn optional<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+        T::Error: Display,
+    {
+        Option::<Number>::deserialize(deserializer)?
+            .map(|number| convert(&number))
+            .transpose()
+    }
+
+    /// A member whose `null` means "clear it" (`Some(None)`), left out `None` (use with
+    /// `#[serde(default)]`).
+    pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+        T::Error: Display,
+    {
+        optional(deserializer).map(Some)
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +522,68 @@ mod tests {
                 detail.starts_with("the request body is not valid JSON"),
                 "{detail}"
             );
+        }
+    }
+
+    #[test]
+    fn structs_are_read_from_objects_only() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Nested {
+            #[serde(default)]
+            inner: Option<Inner>,
+        }
+        for bad in [
+            "[null]",
+            "[]",
+            r#"{"inner": [{"data": 1}]}"#,
+            r#"{"inner": [1]}"#,
+        ] {
+            let body = problem_json(parse::<Nested>(bad.as_bytes()).unwrap_err());
+            assert_eq!(body["status"], 400, "{bad}");
+        }
+        let nested: Nested = parse(br#"{"inner": {"data": 1}}"#).unwrap();
+        assert_eq!(
+            nested.inner.map(|i| i.data.get().to_owned()).as_deref(),
+            Some("1")
+        );
+        let outer: Outer = parse(br#"{"items": [{"data": [1, {"x": []}]}]}"#).unwrap();
+        assert_eq!(outer.items[0].data.get(), r#"[1, {"x": []}]"#);
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats() {
+        #[derive(Debug, Deserialize)]
+        struct Counts {
+            #[serde(deserialize_with = "whole::required")]
+            n: u32,
+            #[serde(default, deserialize_with = "whole::optional")]
+            m: Option<u64>,
+        }
+        for (text, n, m) in [
+            (r#"{"n": 5}"#, 5, None),
+            (r#"{"n": 5.0, "m": 1e3}"#, 5, Some(1000)),
+            (r#"{"n": 0, "m": null}"#, 0, None),
+            (
+                r#"{"n": 4294967295, "m": 18446744073709551615}"#,
+                u32::MAX,
+                Some(u64::MAX),
+            ),
+        ] {
+            let counts: Counts = parse(text.as_bytes()).unwrap();
+            assert_eq!((counts.n, counts.m), (n, m), "{text}");
+        }
+        for bad in [
+            r#"{"n": 5.5}"#,
+            r#"{"n": -1}"#,
+            r#"{"n": -1.0}"#,
+            r#"{"n": 4294967296}"#,
+            r#"{"n": "5"}"#,
+            r#"{"n": 1, "m": 1e20}"#,
+        ] {
+            let body = problem_json(parse::<Counts>(bad.as_bytes()).unwrap_err());
+            assert_eq!(body["status"], 400, "{bad}");
+            assert!(body["errors"][0]["pointer"].is_string(), "{bad}: {body}");
         }
     }
 

@@ -1,4 +1,5 @@
-//! Opal's HTTP front door and its edges (auth, health, request ids, problem+json errors).
+//! Opal's HTTP front door and its edges (auth, health, request ids, problem+json errors, and the
+//! HTTP conventions in `layers`: CORS, compression, the request-body deadline, `Retry-After`).
 //!
 //! The binary binds the listener, builds a [`ServerConfig`] and a broker backend, and calls
 //! [`run`]; tests call [`router`] and drive it in-process. The server holds no state of its own:
@@ -25,6 +26,8 @@ use tracing::Level;
 mod auth;
 mod http;
 mod json;
+mod layers;
+mod openapi;
 mod path;
 mod problem;
 
@@ -40,10 +43,23 @@ pub struct ServerConfig {
     /// SHA-256 of the bootstrap admin key; every `/v1` request must carry
     /// `Authorization: Bearer <key>` whose SHA-256 matches.
     pub admin_key_hash: [u8; 32],
+    /// Browser origins allowed to call the API cross-origin, each `scheme://host[:port]`, or
+    /// `*` for any origin. Empty (the default): no CORS headers at all, so browsers refuse
+    /// cross-origin calls.
+    pub cors_origins: Vec<String>,
+    /// Compress responses of 1 KiB and more with gzip or zstd when the client's
+    /// `Accept-Encoding` allows it (default on). Event streams and WebSocket upgrades are never
+    /// compressed. Compressed request bodies are accepted either way.
+    pub compression: bool,
+    /// How long a request body may take to arrive, counted from its headers, in milliseconds
+    /// (default 30 s). A slower client is answered `408` and disconnected. The time a handler
+    /// takes to answer (a long-poll waiting up to `limits.max_wait_ms`, a stream) is not counted.
+    pub request_timeout_ms: u64,
 }
 
 impl ServerConfig {
     pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+    pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 
     /// Default limits and body size, with the given admin key hash.
     pub fn new(admin_key_hash: [u8; 32]) -> Self {
@@ -51,8 +67,37 @@ impl ServerConfig {
             limits: Limits::default(),
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             admin_key_hash,
+            cors_origins: Vec::new(),
+            compression: true,
+            request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
         }
     }
+
+    /// Checks the settings `router()` cannot check by construction: every CORS origin must be
+    /// `*` or `scheme://host[:port]`, and the request timeout must be at least 1 ms. `run()`
+    /// calls it; `router()` skips invalid origins (with a warning) instead.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for origin in &self.cors_origins {
+            layers::CorsOrigin::parse(origin).map_err(|reason| ConfigError::CorsOrigin {
+                origin: origin.clone(),
+                reason,
+            })?;
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::RequestTimeout);
+        }
+        Ok(())
+    }
+}
+
+/// A [`ServerConfig`] setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("invalid CORS origin {origin:?}: {reason}")]
+    CorsOrigin { origin: String, reason: String },
+    #[error("the request timeout must be at least 1 ms")]
+    RequestTimeout,
 }
 
 // By hand, so that logging the config never prints the key hash.
@@ -62,6 +107,9 @@ impl fmt::Debug for ServerConfig {
             .field("limits", &self.limits)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("admin_key_hash", &"<redacted>")
+            .field("cors_origins", &self.cors_origins)
+            .field("compression", &self.compression)
+            .field("request_timeout_ms", &self.request_timeout_ms)
             .finish()
     }
 }
@@ -72,6 +120,8 @@ impl fmt::Debug for ServerConfig {
 pub enum ServerError {
     #[error("serving HTTP failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Serves HTTP on an already-bound listener until `shutdown` is cancelled, then stops accepting
@@ -84,6 +134,7 @@ pub async fn run(
     broker: Arc<dyn Broker>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    config.validate()?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     // Responses are small and latency matters more than packet count: no Nagle delay.
     let listener = listener.tap_io(|tcp| {
@@ -93,6 +144,11 @@ pub async fn run(
     });
     let app = router(config, broker, shutdown.clone());
     tracing::info!(%addr, "serving HTTP");
+    // Slow request *bodies* are cut off by `layers` (`request_timeout_ms`). Slow request
+    // *headers* are not: hyper's header read timeout needs a timer on its connection builder,
+    // which `axum::serve` neither sets nor exposes. Bounding them means serving connections with
+    // hyper-util directly (`http1().timer(TokioTimer).header_read_timeout(..)`), or running
+    // behind a proxy that bounds them.
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -119,8 +175,10 @@ pub fn router(
         authenticator,
         auth::require_principal,
     ));
-    Router::new()
+    let app = Router::new()
         .merge(v1)
+        // Unauthenticated: the OpenAPI document (`GET /openapi.json`).
+        .merge(http::spec::router())
         .fallback(problem::no_route)
         .layer(CatchPanicLayer::custom(problem::from_panic))
         .layer(
@@ -135,8 +193,11 @@ pub fn router(
                 .on_failure(DefaultOnFailure::new().level(Level::ERROR)),
         )
         // Merged after the trace layer: probes every few seconds would drown the access log.
-        .merge(http::health::router())
-        .layer(middleware::from_fn(problem::ensure_problem))
+        .merge(http::health::router());
+    // Compression, decompression and the body guard sit inside `ensure_problem`, which turns
+    // their bare error statuses into problems; `Retry-After` and CORS sit outside it.
+    let app = layers::inner(app, &config).layer(middleware::from_fn(problem::ensure_problem));
+    layers::outer(app, &config)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -33,7 +33,7 @@ pub(crate) enum ProblemKind {
 }
 
 impl ProblemKind {
-    #[cfg(test)]
+    /// Every class, for the tests and for the `type` enum of the OpenAPI `Problem` schema.
     pub(crate) const ALL: [ProblemKind; 10] = [
         ProblemKind::InvalidRequest,
         ProblemKind::Unauthorized,
@@ -110,14 +110,18 @@ impl ProblemKind {
 
 /// One invalid part of a request: a body member (by JSON Pointer), a path parameter (by name) or
 /// a request header (by name).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) struct FieldError {
+    /// A JSON Pointer (RFC 6901) into the request body; `""` is the whole body.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) pointer: Option<String>,
+    /// A path or query parameter, by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) parameter: Option<String>,
+    /// A request header, by name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) header: Option<String>,
+    /// What is wrong, for humans.
     pub(crate) detail: String,
 }
 
@@ -385,6 +389,77 @@ pub(crate) fn from_panic(panic: Box<dyn Any + Send + 'static>) -> Response {
         "the server failed to handle the request",
     )
     .into_response()
+}
+
+/// The OpenAPI schema of every error body (RFC 9457 problem details), as [`Problem`] serialises
+/// it: written by hand so that `type` lists the stable URNs and `status` the error range.
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaFormat, Type};
+        let types: Vec<&str> = ProblemKind::ALL.iter().map(|k| k.type_uri()).collect();
+        ObjectBuilder::new()
+            .description(Some(
+                "RFC 9457 problem details, sent as `application/problem+json` for every error. \
+                 Branch on `type`; `title` and `detail` are for humans and may change.",
+            ))
+            .property(
+                "type",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::Custom("uri".to_owned())))
+                    .enum_values(Some(types))
+                    .description(Some("The error class: a stable URN, never renamed.")),
+            )
+            .required("type")
+            .property(
+                "title",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("A short summary of the error class.")),
+            )
+            .required("title")
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(400))
+                    .maximum(Some(599))
+                    .description(Some("The HTTP status code of the response.")),
+            )
+            .required("status")
+            .property(
+                "detail",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("What went wrong with this request.")),
+            )
+            .required("detail")
+            .property(
+                "errors",
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name("FieldError"))
+                    .min_items(Some(1))
+                    .description(Some(
+                        "Validation problems only: every invalid part of the request.",
+                    )),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "FieldError".to_owned(),
+            <FieldError as utoipa::PartialSchema>::schema(),
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use opal_log::FsyncPolicy;
 
 #[derive(Debug, Parser)]
@@ -59,4 +60,36 @@ pub(crate) struct ServeArgs {
     /// Longest time to wait for in-flight requests on shutdown, in seconds.
     #[arg(long, env = "OPAL_SHUTDOWN_GRACE_S", default_value_t = 25)]
     pub(crate) shutdown_grace_s: u64,
+    /// A browser origin allowed to call the API (`https://app.example.com`), or `*` for any;
+    /// repeat the flag, or list them comma-separated in the variable. None: no CORS headers.
+    #[arg(
+        long = "cors-origin",
+        env = "OPAL_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub(crate) cors_origins: Vec<String>,
+    /// Compress responses (gzip, zstd) for clients that accept it: `true` or `false`.
+    #[arg(
+        long,
+        env = "OPAL_COMPRESSION",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub(crate) compression: bool,
+    /// Turn response compression off (wins over `--compression` and `OPAL_COMPRESSION`).
+    #[arg(long)]
+    pub(crate) no_compression: bool,
+    /// Longest time a request body may take to arrive after its headers, in milliseconds; a
+    /// slower client gets `408`. Long-poll waits are not counted.
+    #[arg(
+        long,
+        env = "OPAL_REQUEST_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub(crate) request_timeout_ms: u64,
 }

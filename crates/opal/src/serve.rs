@@ -13,6 +13,10 @@ use crate::admin_key::{self, AdminKey};
 use crate::cli::ServeArgs;
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Checked before storage is opened: a typo in a flag should not wait for log recovery.
+    let server_config = server_config(&args);
+    server_config.validate().context("invalid HTTP settings")?;
+
     let mut config = EmbeddedConfig::new(&args.data_dir);
     config.fsync = args.fsync;
     config.segment_max_bytes = args.segment_max_bytes;
@@ -32,11 +36,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
-    let mut server_config = ServerConfig::new(admin.hash());
-    server_config.max_body_bytes = args.max_body_bytes;
     let server = tokio::spawn(opal_server::run(
         listener,
-        server_config,
+        ServerConfig {
+            admin_key_hash: admin.hash(),
+            ..server_config
+        },
         Arc::clone(&broker),
         shutdown.clone(),
     ));
@@ -58,6 +63,16 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     broker.close().await.context("closing storage")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The HTTP settings from the command line; the admin key hash is filled in once it is known.
+fn server_config(args: &ServeArgs) -> ServerConfig {
+    let mut config = ServerConfig::new([0; 32]);
+    config.max_body_bytes = args.max_body_bytes;
+    config.cors_origins = args.cors_origins.clone();
+    config.compression = args.compression && !args.no_compression;
+    config.request_timeout_ms = args.request_timeout_ms;
+    config
 }
 
 #[allow(clippy::print_stdout)] // stdout is for the operator: where to connect, and the key once.
@@ -95,4 +110,61 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         () = terminate => tracing::info!("SIGTERM received"),
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<ServerConfig, clap::Error> {
+        let cli = Cli::try_parse_from(["opal", "serve"].iter().chain(args))?;
+        let Command::Serve(args) = cli.command;
+        Ok(server_config(&args))
+    }
+
+    #[test]
+    fn http_convention_flags_reach_the_server_config() {
+        let defaults = parse(&[]).unwrap();
+        assert!(defaults.cors_origins.is_empty());
+        assert!(defaults.compression);
+        assert_eq!(
+            defaults.request_timeout_ms,
+            ServerConfig::DEFAULT_REQUEST_TIMEOUT_MS
+        );
+
+        let config = parse(&[
+            "--cors-origin",
+            "https://a.example.com",
+            "--cors-origin",
+            "https://b.example.com,*",
+            "--request-timeout-ms",
+            "45000",
+            "--no-compression",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.cors_origins,
+            ["https://a.example.com", "https://b.example.com", "*"]
+        );
+        assert!(!config.compression);
+        assert_eq!(config.request_timeout_ms, 45_000);
+
+        for off in ["false", "no", "0", "off"] {
+            assert!(
+                !parse(&["--compression", off]).unwrap().compression,
+                "{off}"
+            );
+        }
+        assert!(parse(&["--compression", "true"]).unwrap().compression);
+        // `--no-compression` wins over an explicit (or environment) `true`.
+        assert!(
+            !parse(&["--compression", "true", "--no-compression"])
+                .unwrap()
+                .compression
+        );
+        assert!(parse(&["--request-timeout-ms", "0"]).is_err());
+    }
 }

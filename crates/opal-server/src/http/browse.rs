@@ -20,16 +20,25 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/topics/{topic}/messages", get(browse))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct BrowseQuery {
+    /// The partition to read (default 0).
+    #[param(minimum = 0, maximum = 255)]
     partition: Option<u32>,
+    /// The first offset to return (not with `from_time`).
+    #[param(minimum = 0, maximum = 18_446_744_073_709_551_615_u64)]
     from_offset: Option<u64>,
+    /// Start at the first message published at or after this time (not with `from_offset`).
+    #[param(format = DateTime)]
     from_time: Option<String>,
+    /// Most messages to return (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct BrowseView {
     messages: Vec<MessageView>,
     /// Where the next read of this partition continues (`from_offset`).
@@ -41,6 +50,19 @@ fn parameter(name: &str, detail: impl Into<String>) -> Problem {
 }
 
 /// Messages of one partition from `from_offset` or `from_time` (default: the oldest retained).
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/messages",
+    operation_id = "browseMessages",
+    tag = "messages",
+    summary = "Read a partition's messages without consuming them",
+    params(crate::openapi::TopicPath, BrowseQuery),
+    responses(
+        (status = 200, description = "Messages in offset order (possibly none).", body = BrowseView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
 async fn browse(
     State(state): State<AppState>,
     Path(topic): Path<String>,
@@ -80,7 +102,17 @@ async fn browse(
             }
             other => other.into(),
         })?;
-    let next_offset = messages.last().map(|m| m.offset + 1);
+    // On an empty page, the partition's end: where the next message will be.
+    let next_offset = match messages.last() {
+        Some(m) => Some(m.offset + 1),
+        None => {
+            let (_, stats) = state.broker.get_topic(&name).await?;
+            stats
+                .partitions
+                .get(partition as usize)
+                .map(|p| p.end_offset)
+        }
+    };
     Ok(JsonResponse(BrowseView {
         messages: messages.into_iter().map(Into::into).collect(),
         next_offset,

@@ -735,7 +735,7 @@ fn percent_decode(bytes: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 
 /// How deliveries are shaped: Opal's own message JSON, or structured CloudEvents.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum DeliveryFormat {
     #[default]
@@ -754,7 +754,7 @@ impl DeliveryFormat {
 }
 
 /// A delivery in the format a consumer asked for.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub(crate) enum FormattedDelivery<T> {
     Opal(T),
@@ -762,7 +762,7 @@ pub(crate) enum FormattedDelivery<T> {
 }
 
 /// A delivery in the `cloudevents` format.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct CloudEventDelivery {
     pub(crate) ack_id: String,
     pub(crate) attempt: u32,
@@ -944,6 +944,100 @@ fn json_payload(data: &Bytes) -> Option<Box<RawValue>> {
     let text = String::from_utf8(data.to_vec()).ok()?;
     RawValue::from_string(text).ok()
 }
+
+/// A delivered event: the context attributes, extensions (strings, numbers, booleans) and data.
+impl utoipa::PartialSchema for CloudEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let string = serde_json::json!({"type": "string"});
+        crate::openapi::json_schema(serde_json::json!({
+            "type": "object",
+            "description": "A structured-mode CloudEvent (JSON event format), as delivered.",
+            "required": ["specversion", "id", "source", "type"],
+            "properties": {
+                "specversion": {"const": SPECVERSION},
+                "id": string, "source": string, "type": string, "subject": string,
+                "dataschema": string, "datacontenttype": string,
+                "time": {"type": "string", "format": "date-time"},
+                "data": {"description": "JSON data, as published."},
+                "data_base64": {"type": "string", "contentEncoding": "base64"}
+            },
+            "additionalProperties": {"type": ["string", "number", "boolean"]}
+        }))
+    }
+}
+
+impl utoipa::ToSchema for CloudEvent {}
+
+/// The publish body `application/cloudevents+json` (and an element of
+/// `application/cloudevents-batch+json`): only described, the handlers read [`Members`].
+#[derive(Debug)]
+pub(crate) struct StructuredEvent;
+
+impl utoipa::PartialSchema for StructuredEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use crate::openapi::{BASE64_PATTERN, TRACESTATE_PATTERN, traceparent_pattern};
+        let context = serde_json::json!({"type": "string", "minLength": 1, "maxLength": 4096});
+        let optional =
+            serde_json::json!({"type": ["string", "null"], "minLength": 1, "maxLength": 4096});
+        crate::openapi::json_schema(serde_json::json!({
+            "type": "object",
+            "description": "One CloudEvent in the JSON event format. Context attributes are \
+                            stored as message attributes `ce-<name>`, extensions too (`partitionkey` \
+                            becomes the message key; `traceparent`/`tracestate` the trace \
+                            attributes); `(source, id)` is the dedup id unless the request has an \
+                            `Idempotency-Key`. A `null` attribute counts as left out.",
+            "required": ["specversion", "id", "source", "type"],
+            "properties": {
+                "specversion": {"const": SPECVERSION},
+                "id": context,
+                "source": context,
+                "type": context,
+                "subject": optional,
+                "dataschema": optional,
+                "datacontenttype": {
+                    "type": ["string", "null"],
+                    "maxLength": 4096,
+                    "pattern": MEDIA_TYPE_PATTERN
+                },
+                "time": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "pattern": TIME_PATTERN
+                },
+                "data": {"description": "JSON data: any JSON value, stored byte for byte."},
+                "data_base64": {
+                    "type": ["string", "null"],
+                    "contentEncoding": "base64",
+                    "pattern": BASE64_PATTERN
+                },
+                "partitionkey": {"type": ["string", "null"], "minLength": 1, "maxLength": 1024},
+                "traceparent": {"type": ["string", "null"], "pattern": traceparent_pattern()},
+                "tracestate": {
+                    "type": ["string", "null"],
+                    "maxLength": 4096,
+                    "pattern": TRACESTATE_PATTERN
+                }
+            },
+            "propertyNames": {"pattern": "^(?:[a-z0-9]{1,20}|data_base64)$"},
+            "additionalProperties": {
+                "type": ["string", "number", "boolean", "null"],
+                "maxLength": 4096
+            },
+            "not": {
+                "required": ["data", "data_base64"],
+                "properties": {"data": {"not": {"type": "null"}}, "data_base64": {"type": "string"}}
+            }
+        }))
+    }
+}
+
+impl utoipa::ToSchema for StructuredEvent {}
+
+/// [`check_media_type`] as a regular expression.
+const MEDIA_TYPE_PATTERN: &str =
+    "^\\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+/[A-Za-z0-9!#$%&'*+.^_`|~-]+\\s*(?:;[\\s\\S]*)?$";
+/// The shape [`check_time`] accepts (`format: date-time` adds the calendar checks).
+const TIME_PATTERN: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$";
 
 impl Serialize for CloudEvent {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -47,6 +47,24 @@ pub(super) fn router() -> Router<AppState> {
 
 /// Opens the stream once the subscription is known to exist, so that a wrong name is a `404`
 /// problem rather than an empty stream.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{subscription}/events",
+    operation_id = "streamEvents",
+    tag = "consuming",
+    summary = "Deliveries as Server-Sent Events",
+    description = "A `text/event-stream` that never ends by itself: a `retry:` hint first, then one \
+                   `event: delivery` per delivery (`id:` = its ack id, `data:` = the delivery as in \
+                   a pull's `deliveries`), keep-alive comments every 15 s, and `event: error` with \
+                   a problem object before the stream ends on a broker failure. Ack, nack and \
+                   extend with the ordinary endpoints.",
+    params(crate::openapi::SubscriptionPath, EventsQuery),
+    responses(
+        (status = 200, description = "The event stream; the schema describes one event.", content_type = "text/event-stream", body = StreamEvent),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
 async fn events(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -67,6 +85,63 @@ async fn events(
     let body = stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
     let sse = Sse::new(body).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
     Ok(([(X_ACCEL_BUFFERING, "no")], sse))
+}
+
+/// The query of [`events`], for the OpenAPI document (the handler reads it through [`Params`],
+/// which also refuses unknown and repeated names).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "only describes the query")]
+struct EventsQuery {
+    /// Deliveries pulled at a time (default 10).
+    #[param(minimum = 1, maximum = 100)]
+    batch: Option<u64>,
+}
+
+/// One event of the stream, as an SSE parser hands it over (`event`, `data`, `id`, `retry`): the
+/// schema of the `text/event-stream` response, which describes each event.
+#[derive(Debug)]
+struct StreamEvent;
+
+impl utoipa::PartialSchema for StreamEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let event = |name: &str, schema: &str, about: &str| {
+            serde_json::json!({
+                "type": "object",
+                "description": about,
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"const": name},
+                    "id": {"type": "string"},
+                    "retry": {"type": "integer", "minimum": 0},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": format!("#/components/schemas/{schema}")}
+                    }
+                }
+            })
+        };
+        crate::openapi::json_schema(serde_json::json!({
+            "oneOf": [
+                event("delivery", "DeliveryView", "A delivery (`id` is its ack id), as in a pull's `deliveries`."),
+                event("error", "Problem", "The broker failed; the stream ends after this event.")
+            ]
+        }))
+    }
+}
+
+impl utoipa::ToSchema for StreamEvent {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema as _;
+        schemas.push(("DeliveryView".to_owned(), DeliveryView::schema()));
+        <DeliveryView as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 /// Pulls and queues events until the client goes away (the receiver is dropped), the server

@@ -29,15 +29,17 @@ pub(super) fn router() -> Router<AppState> {
     )
 }
 
-#[derive(Debug, Deserialize)]
+/// `application/json` publish body: a batch of messages, stored all or none.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PublishRequest {
+    #[schema(min_items = 1, max_items = 1000)]
     messages: Vec<PublishMessage>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishMessage {
+pub(super) struct PublishMessage {
     /// Kept as the exact JSON text the client sent: it is stored and delivered byte for byte.
     #[serde(default, deserialize_with = "present")]
     data: Option<Box<RawValue>>,
@@ -51,12 +53,73 @@ struct PublishMessage {
     #[serde(default)]
     dedup_id: Option<String>,
     /// Invisible to subscriptions for this long (exclusive with `deliver_at`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     delay_ms: Option<u64>,
     /// Invisible to subscriptions until then (exclusive with `delay_ms`).
     #[serde(default)]
     deliver_at: Option<Timestamp>,
 }
+
+/// Written as JSON Schema: the members exclude each other in pairs, which derives cannot say.
+impl utoipa::PartialSchema for PublishMessage {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::json_schema(serde_json::json!({
+            "type": "object",
+            "description": "One message: exactly one of `data` and `data_base64`, at most one of \
+                            `delay_ms` and `deliver_at`. `null` members count as left out \
+                            (except `data`, where `null` is the payload).",
+            "additionalProperties": false,
+            "properties": {
+                "data": {
+                    "description": "The payload as any JSON value, stored and delivered byte for byte."
+                },
+                "data_base64": {
+                    "type": ["string", "null"],
+                    "contentEncoding": "base64",
+                    "pattern": crate::openapi::BASE64_PATTERN,
+                    "description": "The payload as bytes, in standard base64 with padding."
+                },
+                "key": {
+                    "type": ["string", "null"],
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "description": "Ordering key (1 to 1024 bytes of UTF-8): messages with one key \
+                                    keep their order on one partition."
+                },
+                "attributes": crate::openapi::attributes_schema(),
+                "dedup_id": {
+                    "type": ["string", "null"],
+                    "minLength": 1,
+                    "maxLength": 256,
+                    "description": "A repeat inside the topic's dedup window stores nothing and \
+                                    answers the first result."
+                },
+                "delay_ms": {
+                    "type": ["integer", "null"],
+                    "minimum": 0,
+                    "maximum": 2_592_000_000_u64,
+                    "description": "Invisible to subscriptions for this long."
+                },
+                "deliver_at": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "description": "Invisible to subscriptions until then (at most 30 days ahead; \
+                                    a past time means now)."
+                }
+            },
+            "oneOf": [
+                {"required": ["data"]},
+                {"required": ["data_base64"], "properties": {"data_base64": {"type": "string"}}}
+            ],
+            "not": {
+                "required": ["delay_ms", "deliver_at"],
+                "properties": {"delay_ms": {"type": "integer"}, "deliver_at": {"type": "string"}}
+            }
+        }))
+    }
+}
+
+impl utoipa::ToSchema for PublishMessage {}
 
 /// `"data": null` is a JSON payload like any other, so a present member is always `Some`
 /// (plain `Option` would read `null` as absent).
@@ -64,12 +127,13 @@ fn present<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Box<RawValue>>, D:
     Box::<RawValue>::deserialize(de).map(Some)
 }
 
-#[derive(Debug, Serialize)]
+/// What every publish form answers: one result per message, in request order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct PublishResponse {
     pub(super) results: Vec<Published>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct Published {
     id: Uuid,
     partition: u32,
@@ -79,6 +143,7 @@ pub(super) struct Published {
     duplicate: bool,
     /// Only for a delayed message (not for a duplicate: the stored message's time is not known).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = DateTime)]
     deliver_at: Option<Timestamp>,
 }
 
@@ -347,7 +412,7 @@ fn validate(
 
 /// A stored message as JSON: the payload comes back the way it was published, as `data` for
 /// JSON payloads and as `data_base64` for bytes.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct MessageView {
     id: Uuid,
     topic: String,
@@ -355,13 +420,19 @@ pub(crate) struct MessageView {
     offset: u64,
     key: Option<String>,
     attributes: BTreeMap<String, String>,
+    /// A JSON payload, as published.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = serde_json::Value)]
     data: Option<Box<RawValue>>,
+    /// A bytes payload, in standard base64.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, content_encoding = "base64")]
     data_base64: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
     publish_time: Timestamp,
     /// Only for a message published with a delay: when it became visible.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = DateTime)]
     deliver_at: Option<Timestamp>,
 }
 

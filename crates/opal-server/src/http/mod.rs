@@ -8,19 +8,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::problem::Problem;
 
-mod browse;
-mod cloudevents;
-mod events;
+// `pub(crate)` where `crate::openapi` lists the handlers in the OpenAPI document.
+pub(crate) mod browse;
+pub(crate) mod cloudevents;
+pub(crate) mod events;
 pub(crate) mod health;
 mod messages;
-mod pagination;
-mod publish_formats;
+pub(crate) mod pagination;
+pub(crate) mod publish_formats;
 mod revision;
-mod subscription_settings;
-mod subscriptions;
-mod topics;
+pub(crate) mod spec;
+pub(crate) mod subscription_settings;
+pub(crate) mod subscriptions;
+pub(crate) mod topics;
 mod trace_context;
-mod ws;
+pub(crate) mod ws;
 
 /// What every handler may use. Cheap to clone: the router clones it per request.
 #[derive(Debug, Clone)]

@@ -20,10 +20,14 @@ pub(crate) struct PageRequest {
     pub(crate) after: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct PageQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// Most items on the page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -41,8 +45,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
                 format!("must be between 1 and {MAX_LIMIT}"),
             )]));
         }
+        // `cursor=` (empty) is the first page, as no cursor is.
         let after = query
             .cursor
+            .filter(|c| !c.is_empty())
             .map(|c| {
                 URL_SAFE_NO_PAD
                     .decode(c.as_bytes())

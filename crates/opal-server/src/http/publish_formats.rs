@@ -51,6 +51,43 @@ enum Form {
 }
 
 /// The publish route: picks the form from the headers, then reads the body.
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/messages",
+    operation_id = "publishMessages",
+    tag = "messages",
+    summary = "Publish messages",
+    description = "Stores every message of the request, or none, and answers once they are \
+                   durable. The form is chosen by `Content-Type`:\n\n\
+                   - `application/json` (or another `application/*+json`): a batch of messages.\n\
+                   - `application/cloudevents+json`: one CloudEvent in structured mode.\n\
+                   - `application/cloudevents-batch+json`: an array of structured CloudEvents.\n\
+                   - a `ce-specversion: 1.0` header with any other media type: one CloudEvent in \
+                   binary mode; its attributes are `ce-<name>` headers (percent-encoded), the body \
+                   is its data and `Content-Type` its `datacontenttype`.\n\
+                   - any other media type (e.g. `application/octet-stream`): the body is one \
+                   message's payload, described by `opal-key`, `opal-dedup-id`, `opal-delay-ms` \
+                   and `opal-attr-<name>` headers; `Content-Type` is kept as the attribute \
+                   `content-type`.\n\n\
+                   `ce-` and `opal-` headers belong to one form each and are refused with the \
+                   others, so they are described here rather than listed as parameters.",
+    params(crate::openapi::TopicPath, crate::openapi::PublishHeaders),
+    request_body(
+        content(
+            (super::messages::PublishRequest = "application/json"),
+            (super::cloudevents::StructuredEvent = "application/cloudevents+json"),
+            (crate::openapi::StructuredEventBatch = "application/cloudevents-batch+json"),
+            (crate::openapi::RawPayload = "application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "One result per message, in request order.", body = super::messages::PublishResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 pub(super) async fn publish(
     State(state): State<AppState>,
     Path(topic): Path<String>,

@@ -14,7 +14,9 @@ pub(crate) fn etag(revision: u64) -> [(HeaderName, HeaderValue); 1] {
     [(ETAG, value)]
 }
 
-/// The revision an `If-Match` header requires; `None` when absent or `*` (any revision).
+/// The revision an `If-Match` header requires; `None` when absent, empty or `*` (any revision).
+/// An empty `If-Match` is taken as none: some clients send a header they have no value for (an
+/// `ETag` they never got) as an empty one.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IfMatch(pub(crate) Option<u64>);
 
@@ -25,7 +27,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         let Some(value) = parts.headers.get(IF_MATCH) else {
             return Ok(IfMatch(None));
         };
-        parse(value.to_str().unwrap_or_default())
+        // Not ASCII: no entity tag, and not the empty header that counts as none either.
+        value
+            .to_str()
+            .ok()
+            .and_then(parse)
             .map(IfMatch)
             .ok_or_else(|| {
                 Problem::invalid(vec![FieldError::header(
@@ -38,7 +44,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
 
 fn parse(value: &str) -> Option<Option<u64>> {
     let value = value.trim();
-    if value == "*" {
+    if value == "*" || value.is_empty() {
         return Some(None);
     }
     // Weak tags are accepted too: our tags are strong, so W/"3" can only mean revision 3.
@@ -56,6 +62,7 @@ mod tests {
         assert_eq!(parse("\"3\""), Some(Some(3)));
         assert_eq!(parse(" W/\"12\" "), Some(Some(12)));
         assert_eq!(parse("*"), Some(None));
+        assert_eq!(parse(""), Some(None));
         assert_eq!(parse("3"), None);
         assert_eq!(parse("\"a\""), None);
         assert_eq!(parse("\"1\", \"2\""), None);

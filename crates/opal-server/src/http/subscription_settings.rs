@@ -24,19 +24,29 @@ pub(super) fn router() -> Router<AppState> {
 
 /// `PATCH` body: the members to change. For the nullable ones, `null` clears the setting and
 /// leaving the member out keeps it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateSubscription {
     /// Accepted only with the current value: the topic cannot change.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")]
     topic: Option<String>,
+    #[schema(minimum = 100, maximum = 43_200_000)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     ack_deadline_ms: Option<u64>,
+    /// Members left out keep their current values.
     backoff: Option<BackoffBody>,
-    #[serde(default, deserialize_with = "present")]
+    /// `null` clears it (unlimited).
+    #[serde(default, deserialize_with = "crate::json::whole::nullable")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     max_deliveries: Option<Option<u32>>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")]
     dead_letter_topic: Option<Option<String>>,
     ordered: Option<bool>,
+    /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::subscriptions::filter_policy_schema)]
     filter: Option<Option<Value>>,
 }
 
@@ -47,14 +57,33 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SubscriptionList {
     subscriptions: Vec<SubscriptionView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
 }
 
 /// Changes settings, keeping the position and ack state. With `If-Match`, only if the
 /// subscription is still at that revision (412 otherwise).
+#[utoipa::path(
+    patch,
+    path = "/v1/subscriptions/{subscription}",
+    operation_id = "updateSubscription",
+    tag = "subscriptions",
+    summary = "Change a subscription's settings",
+    params(crate::openapi::SubscriptionPath, crate::openapi::IfMatchHeader),
+    request_body(content = UpdateSubscription, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Updated.", body = SubscriptionView, headers(("ETag" = String, description = "The revision as a strong entity tag, e.g. `\"3\"`; send it back in `If-Match`."))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 pub(super) async fn update_subscription(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -138,6 +167,20 @@ pub(super) async fn update_subscription(
 }
 
 /// 204 when deleted with its ack state; receipts it issued are void afterwards.
+#[utoipa::path(
+    delete,
+    path = "/v1/subscriptions/{subscription}",
+    operation_id = "deleteSubscription",
+    tag = "subscriptions",
+    summary = "Delete a subscription with its ack state",
+    params(crate::openapi::SubscriptionPath, crate::openapi::IfMatchHeader),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+    )
+)]
 pub(super) async fn delete_subscription(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -149,6 +192,19 @@ pub(super) async fn delete_subscription(
 }
 
 /// Subscriptions in name order, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions",
+    operation_id = "listSubscriptions",
+    tag = "subscriptions",
+    summary = "List subscriptions",
+    params(crate::http::pagination::PageQuery),
+    responses(
+        (status = 200, description = "One page of subscriptions (without `stats`).", body = SubscriptionList,
+         headers(("Link" = String, description = "`<...>; rel=\"next\"` (RFC 8288) when there is a next page."))),
+        (status = 400, response = crate::openapi::BadRequest),
+    )
+)]
 async fn list_subscriptions(
     State(state): State<AppState>,
     page: PageRequest,

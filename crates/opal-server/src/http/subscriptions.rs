@@ -47,29 +47,128 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/subscriptions/{subscription}/redrive", post(redrive))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateSubscription {
+    /// The topic to consume.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")]
     topic: String,
+    /// How long a delivery is leased before it is delivered again; default 30000.
+    #[schema(minimum = 100, maximum = 43_200_000)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     ack_deadline_ms: Option<u64>,
     backoff: Option<BackoffBody>,
     /// `null` or absent: unlimited.
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     max_deliveries: Option<u32>,
+    /// Where a message goes after `max_deliveries` failed deliveries (needs `max_deliveries`;
+    /// not the subscription's own topic).
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$")]
     dead_letter_topic: Option<String>,
+    /// Deliver one key's messages one at a time, in order.
     ordered: Option<bool>,
     /// A filter policy, parsed by [`Filter::parse`]; `null` or absent: every message.
+    #[schema(schema_with = filter_policy_schema)]
     filter: Option<Value>,
-    /// Where a new subscription starts; ignored when it exists already.
+    /// Where a new subscription starts; ignored when it exists already. Default `"earliest"`.
+    #[schema(schema_with = position_schema)]
     start: Option<Position>,
 }
 
 /// `backoff`: members left out take their defaults.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BackoffBody {
+    /// The first retry's delay (default 1000); at most `max_ms`.
+    #[schema(minimum = 0, maximum = 2_592_000_000_i64)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     pub(super) initial_ms: Option<u64>,
+    /// The longest delay (default 600000).
+    #[schema(minimum = 0, maximum = 2_592_000_000_i64)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     pub(super) max_ms: Option<u64>,
+    /// Growth per attempt (default 2.0).
+    #[schema(minimum = 1, maximum = 10)]
     pub(super) multiplier: Option<f64>,
+}
+
+/// The JSON Schema of a filter policy (`docs/filters.md`); `null` means no filter. What it cannot
+/// say: a range's lower bound is below its upper bound, and a policy has at most 100 conditions.
+pub(super) fn filter_policy_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use serde_json::json;
+    let text = json!({"type": "string", "maxLength": 1024});
+    let nonempty = json!({"type": "string", "minLength": 1, "maxLength": 1024});
+    let lower = json!({"enum": [">", ">="]});
+    let upper = json!({"enum": ["<", "<="]});
+    let one_key = |name: &str, value: serde_json::Value| {
+        json!({
+            "type": "object",
+            "required": [name],
+            "properties": {name: value},
+            "additionalProperties": false
+        })
+    };
+    let condition = json!({"oneOf": [
+        text,
+        {"type": "number"},
+        one_key("prefix", nonempty.clone()),
+        one_key("suffix", nonempty.clone()),
+        one_key("equals-ignore-case", text.clone()),
+        one_key("exists", json!({"type": "boolean"})),
+        one_key("anything-but", json!({"oneOf": [
+            text,
+            {"type": "number"},
+            {"type": "array", "minItems": 1, "items": {"oneOf": [text, {"type": "number"}]}},
+            one_key("prefix", nonempty)
+        ]})),
+        one_key("numeric", json!({"oneOf": [
+            {"type": "array", "prefixItems": [{"enum": ["=", ">", ">=", "<", "<="]}, {"type": "number"}],
+             "items": false, "minItems": 2},
+            {"type": "array", "prefixItems": [lower, {"type": "number"}, upper, {"type": "number"}],
+             "items": false, "minItems": 4},
+            {"type": "array", "prefixItems": [upper, {"type": "number"}, lower, {"type": "number"}],
+             "items": false, "minItems": 4}
+        ]}))
+    ]});
+    crate::openapi::json_schema(json!({
+        "type": ["object", "null"],
+        "description": "A filter policy (see docs/filters.md): attribute name -> conditions, all \
+                        attributes must match, any condition of one attribute may. `null`: every \
+                        message. Comes back in canonical form.",
+        "minProperties": 1,
+        "maxProperties": 16,
+        "propertyNames": {"pattern": "^[A-Za-z0-9._-]{1,256}$"},
+        "additionalProperties": {"oneOf": [
+            {"type": "string", "maxLength": 1024},
+            {"type": "number"},
+            {"type": "array", "minItems": 1, "items": condition}
+        ]}
+    }))
+}
+
+/// The JSON forms of a [`Position`].
+pub(super) fn position_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::json_schema(serde_json::json!({
+        "description": "A position in the topic: `\"earliest\"` (the oldest retained message), \
+                        `\"latest\"` (only new messages), `{\"time\": \"<RFC 3339>\"}` (the first \
+                        message published at or after it) or `{\"offset\": n}` (in every partition).",
+        "oneOf": [
+            {"type": "string", "enum": ["earliest", "latest"]},
+            {
+                "type": "object",
+                "required": ["time"],
+                "additionalProperties": false,
+                "properties": {"time": {"type": "string", "format": "date-time"}}
+            },
+            {
+                "type": "object",
+                "required": ["offset"],
+                "additionalProperties": false,
+                "properties": {"offset": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}
+            }
+        ]
+    }))
 }
 
 impl From<BackoffBody> for Backoff {
@@ -91,7 +190,7 @@ enum Position {
     Earliest,
     Latest,
     Time(Timestamp),
-    Offset(u64),
+    Offset(#[serde(deserialize_with = "crate::json::whole::required")] u64),
 }
 
 impl From<Position> for StartPosition {
@@ -105,7 +204,7 @@ impl From<Position> for StartPosition {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct SubscriptionView {
     name: String,
     /// Counts up with each update; the `ETag` is this number in quotes.
@@ -117,21 +216,24 @@ pub(super) struct SubscriptionView {
     dead_letter_topic: Option<String>,
     ordered: bool,
     /// The filter in its canonical form, or `null`.
+    #[schema(schema_with = filter_policy_schema)]
     filter: Option<Value>,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
     /// Only on `GET`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     stats: Option<SubscriptionStatsView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct BackoffView {
     initial_ms: u64,
     max_ms: u64,
     multiplier: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SubscriptionStatsView {
     backlog: u64,
     backlog_bytes: u64,
@@ -187,6 +289,24 @@ impl From<SubscriptionStats> for SubscriptionStatsView {
 
 /// 201 when created, 200 when it exists with the same settings (`start` aside), 409 when they
 /// differ, 404 when the topic (or the dead-letter topic) does not exist.
+#[utoipa::path(
+    put,
+    path = "/v1/subscriptions/{subscription}",
+    operation_id = "createSubscription",
+    tag = "subscriptions",
+    summary = "Create a subscription (idempotent)",
+    params(crate::openapi::SubscriptionPath),
+    request_body(content = CreateSubscription, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created.", body = SubscriptionView, headers(("ETag" = String, description = "The revision as a strong entity tag, e.g. `\"3\"`; send it back in `If-Match`."))),
+        (status = 200, description = "It exists already with these settings.", body = SubscriptionView, headers(("ETag" = String, description = "The revision as a strong entity tag, e.g. `\"3\"`; send it back in `If-Match`."))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 async fn create_subscription(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -293,6 +413,19 @@ fn filter_pointer(policy: &Value, field: &str) -> String {
 }
 
 /// The subscription's settings plus `stats`: its backlog and counters since start.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{subscription}",
+    operation_id = "getSubscription",
+    tag = "subscriptions",
+    summary = "Read a subscription with its stats",
+    params(crate::openapi::SubscriptionPath),
+    responses(
+        (status = 200, description = "The subscription, with `stats`.", body = SubscriptionView, headers(("ETag" = String, description = "The revision as a strong entity tag, e.g. `\"3\"`; send it back in `If-Match`."))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
 async fn get_subscription(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -309,23 +442,31 @@ async fn get_subscription(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PullRequest {
+    /// Most deliveries to return (default 100).
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     max_messages: Option<usize>,
+    /// How long to wait for the first delivery (default 0: answer at once).
+    #[schema(minimum = 0, maximum = 30_000)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     wait_ms: Option<u64>,
     /// `"opal"` (default) or `"cloudevents"`.
     #[serde(default)]
     format: DeliveryFormat,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PullResponse {
+    /// In the requested `format`: [`DeliveryView`] or [`CloudEventDelivery`] objects.
+    #[schema(value_type = Vec<FormattedDelivery<DeliveryView>>)]
     deliveries: Vec<FormattedDelivery<DeliveryView>>,
 }
 
 /// One delivery as JSON: an element of a pull's `deliveries`, and of the SSE and WebSocket streams.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct DeliveryView {
     ack_id: String,
     attempt: u32,
@@ -345,6 +486,26 @@ impl From<Delivery> for DeliveryView {
 /// Leases up to `max_messages` deliveries, waiting up to `wait_ms` for the first. When the
 /// server starts draining, a waiting pull ends at once with an empty list, so that shutdown is
 /// not held up by consumers' long-polls.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{subscription}/pull",
+    operation_id = "pull",
+    tag = "consuming",
+    summary = "Receive deliveries (long-poll)",
+    params(crate::openapi::SubscriptionPath),
+    request_body(
+        content = Option<PullRequest>,
+        content_type = "application/json",
+        description = "Optional: an empty body takes every default."
+    ),
+    responses(
+        (status = 200, description = "Leased deliveries (possibly none).", body = PullResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 async fn pull(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -386,46 +547,58 @@ async fn pull(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AckRequest {
+    /// `ack_id`s of deliveries (1 to 1000).
+    #[schema(min_items = 1, max_items = 1000)]
     ack_ids: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NackRequest {
+    /// `ack_id`s of deliveries (1 to 1000).
+    #[schema(min_items = 1, max_items = 1000)]
     ack_ids: Vec<String>,
     /// Absent: the subscription's backoff decides.
+    #[schema(minimum = 0, maximum = 2_592_000_000_i64)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     delay_ms: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ExtendRequest {
+    /// `ack_id`s of deliveries (1 to 1000).
+    #[schema(min_items = 1, max_items = 1000)]
     ack_ids: Vec<String>,
+    /// The new lease, counted from now.
+    #[schema(minimum = 100, maximum = 43_200_000)]
+    #[serde(deserialize_with = "crate::json::whole::required")]
     ack_deadline_ms: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AckResponse {
     acked: usize,
     rejected: Vec<RejectedAck>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct NackResponse {
     nacked: usize,
     rejected: Vec<RejectedAck>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ExtendResponse {
     extended: usize,
     rejected: Vec<RejectedAck>,
 }
 
-#[derive(Debug, Serialize)]
+/// An ack id that was not applied, and why (unknown, expired, already settled, ...).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct RejectedAck {
     ack_id: String,
     reason: String,
@@ -469,6 +642,22 @@ fn check(errors: Vec<FieldError>) -> Result<(), Problem> {
 }
 
 /// Applies the acks it can (durably) and lists the ack ids it refused, with why.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{subscription}/ack",
+    operation_id = "ack",
+    tag = "consuming",
+    summary = "Acknowledge deliveries",
+    params(crate::openapi::SubscriptionPath),
+    request_body(content = AckRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "How many were acked, and the ack ids refused.", body = AckResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 async fn ack(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -486,6 +675,22 @@ async fn ack(
 
 /// Hands deliveries back: each is delivered again after `delay_ms`, or after the subscription's
 /// backoff when `delay_ms` is left out. A nack counts as a failed delivery for `max_deliveries`.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{subscription}/nack",
+    operation_id = "nack",
+    tag = "consuming",
+    summary = "Hand deliveries back for redelivery",
+    params(crate::openapi::SubscriptionPath),
+    request_body(content = NackRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "How many were handed back, and the ack ids refused.", body = NackResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 async fn nack(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -512,6 +717,22 @@ async fn nack(
 }
 
 /// Keeps the leases of deliveries for `ack_deadline_ms` from now.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{subscription}/extend",
+    operation_id = "extend",
+    tag = "consuming",
+    summary = "Extend the leases of deliveries",
+    params(crate::openapi::SubscriptionPath),
+    request_body(content = ExtendRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "How many were extended, and the ack ids refused.", body = ExtendResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 async fn extend(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -540,20 +761,38 @@ async fn extend(
     Ok(JsonResponse(ExtendResponse { extended, rejected }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SeekRequest {
+    #[schema(schema_with = position_schema)]
     to: Position,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SeekResponse {
     subscription: String,
+    #[schema(schema_with = position_schema)]
     to: Position,
 }
 
 /// Moves the subscription to a position: everything from there on is delivered (again), and
 /// its ack state and leases are forgotten.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{subscription}/seek",
+    operation_id = "seek",
+    tag = "consuming",
+    summary = "Move the subscription to a position",
+    params(crate::openapi::SubscriptionPath),
+    request_body(content = SeekRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The subscription now starts at `to`.", body = SeekResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 async fn seek(
     State(state): State<AppState>,
     Path(subscription): Path<String>,
@@ -567,19 +806,43 @@ async fn seek(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RedriveRequest {
+    /// Most dead letters to move (default 1000).
+    #[schema(minimum = 1, maximum = 10_000)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     max_messages: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct RedriveResponse {
+    /// How many dead letters were published back and acked.
     moved: usize,
 }
 
 /// Publishes up to `max_messages` dead letters of this subscription (one on a dead-letter topic)
 /// back to the topics they came from, and acks them here.
+#[utoipa::path(
+    post,
+    path = "/v1/subscriptions/{subscription}/redrive",
+    operation_id = "redrive",
+    tag = "consuming",
+    summary = "Replay dead letters to their topics",
+    params(crate::openapi::SubscriptionPath),
+    request_body(
+        content = Option<RedriveRequest>,
+        content_type = "application/json",
+        description = "Optional: an empty body takes every default."
+    ),
+    responses(
+        (status = 200, description = "How many dead letters moved.", body = RedriveResponse),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 async fn redrive(
     State(state): State<AppState>,
     Path(subscription): Path<String>,

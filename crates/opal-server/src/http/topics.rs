@@ -30,40 +30,59 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 /// `PATCH` body: the members to change; the others keep their values.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateTopic {
     /// Accepted only with the current value: partitions cannot change.
+    #[schema(minimum = 1, maximum = 256)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     partitions: Option<u32>,
     retention: Option<RetentionBody>,
+    #[schema(minimum = 0, maximum = 604_800_000)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     dedup_window_ms: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TopicList {
     topics: Vec<TopicView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
 }
 
 /// `PUT` body; every member has a default, so the body itself may be left out.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTopic {
+    /// Default 1.
+    #[schema(minimum = 1, maximum = 256)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     partitions: Option<u32>,
     retention: Option<RetentionBody>,
+    /// How long a `dedup_id` is remembered; default 120000.
+    #[schema(minimum = 0, maximum = 604_800_000)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     dedup_window_ms: Option<u64>,
 }
 
 /// `retention`: each member defaults to "no limit" / `limits`; `null` means the same.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RetentionBody {
+    /// Messages older than this are dropped; `null`: no age limit.
+    #[schema(minimum = 1, maximum = 18_446_744_073_709_551_615_u64)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     max_age_ms: Option<u64>,
+    /// Oldest messages are dropped to stay under this size per partition; `null`: no limit.
+    #[schema(minimum = 1, maximum = 18_446_744_073_709_551_615_u64)]
+    #[serde(default, deserialize_with = "crate::json::whole::optional")]
     max_bytes: Option<u64>,
     policy: Option<PolicyName>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+/// `limits`: keep messages until the age or size limit; `acked`: drop them once every
+/// subscription has acked them (and at the limits).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum PolicyName {
     Limits,
@@ -98,7 +117,7 @@ impl From<RetentionBody> for Retention {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TopicView {
     name: String,
     /// Counts up with each update; the `ETag` is this number in quotes.
@@ -106,21 +125,23 @@ struct TopicView {
     partitions: u32,
     retention: RetentionView,
     dedup_window_ms: u64,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
     /// Only on `GET`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     stats: Option<TopicStatsView>,
 }
 
 /// The stored retention, every member present (`null` = no limit).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct RetentionView {
     max_age_ms: Option<u64>,
     max_bytes: Option<u64>,
     policy: PolicyName,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TopicStatsView {
     partitions: Vec<PartitionStatsView>,
     published_messages: u64,
@@ -129,7 +150,7 @@ struct TopicStatsView {
     scheduled: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PartitionStatsView {
     partition: u32,
     start_offset: u64,
@@ -182,6 +203,27 @@ impl From<PartitionStats> for PartitionStatsView {
 }
 
 /// 201 when created, 200 when it already exists with the same settings, 409 when they differ.
+#[utoipa::path(
+    put,
+    path = "/v1/topics/{topic}",
+    operation_id = "createTopic",
+    tag = "topics",
+    summary = "Create a topic (idempotent)",
+    params(crate::openapi::TopicPath),
+    request_body(
+        content = Option<CreateTopic>,
+        content_type = "application/json",
+        description = "Optional: every member has a default, so the body may be left out."
+    ),
+    responses(
+        (status = 201, description = "Created.", body = TopicView, headers(("ETag" = String, description = "The revision as a strong entity tag, e.g. `\"3\"`; send it back in `If-Match`."))),
+        (status = 200, description = "It exists already with these settings.", body = TopicView, headers(("ETag" = String, description = "The revision as a strong entity tag, e.g. `\"3\"`; send it back in `If-Match`."))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 async fn create_topic(
     State(state): State<AppState>,
     Path(topic): Path<String>,
@@ -211,6 +253,24 @@ async fn create_topic(
 
 /// Changes `retention` and `dedup_window_ms`. With `If-Match`, only if the topic is still at
 /// that revision (412 otherwise).
+#[utoipa::path(
+    patch,
+    path = "/v1/topics/{topic}",
+    operation_id = "updateTopic",
+    tag = "topics",
+    summary = "Change a topic's settings",
+    params(crate::openapi::TopicPath, crate::openapi::IfMatchHeader),
+    request_body(content = UpdateTopic, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Updated.", body = TopicView, headers(("ETag" = String, description = "The revision as a strong entity tag, e.g. `\"3\"`; send it back in `If-Match`."))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
 async fn update_topic(
     State(state): State<AppState>,
     Path(topic): Path<String>,
@@ -264,6 +324,21 @@ async fn update_topic(
 }
 
 /// 204 when deleted with its messages; 409 while a subscription uses it.
+#[utoipa::path(
+    delete,
+    path = "/v1/topics/{topic}",
+    operation_id = "deleteTopic",
+    tag = "topics",
+    summary = "Delete a topic with its messages",
+    params(crate::openapi::TopicPath, crate::openapi::IfMatchHeader),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+    )
+)]
 async fn delete_topic(
     State(state): State<AppState>,
     Path(topic): Path<String>,
@@ -275,6 +350,18 @@ async fn delete_topic(
 }
 
 /// Topics in name order, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/topics",
+    operation_id = "listTopics",
+    tag = "topics",
+    summary = "List topics",
+    params(crate::http::pagination::PageQuery),
+    responses(
+        (status = 200, description = "One page of topics (without `stats`).", body = TopicList, headers(("Link" = String, description = "`<...>; rel=\"next\"` (RFC 8288) when there is a next page."))),
+        (status = 400, response = crate::openapi::BadRequest),
+    )
+)]
 async fn list_topics(
     State(state): State<AppState>,
     page: PageRequest,
@@ -301,6 +388,19 @@ fn topic_param_cursor(after: String) -> Result<opal_core::TopicName, Problem> {
 }
 
 /// The topic's settings plus `stats`: what each partition holds and counters since start.
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}",
+    operation_id = "getTopic",
+    tag = "topics",
+    summary = "Read a topic with its stats",
+    params(crate::openapi::TopicPath),
+    responses(
+        (status = 200, description = "The topic, with `stats`.", body = TopicView, headers(("ETag" = String, description = "The revision as a strong entity tag, e.g. `\"3\"`; send it back in `If-Match`."))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
 async fn get_topic(
     State(state): State<AppState>,
     Path(topic): Path<String>,

@@ -23,11 +23,11 @@ const MAX_TRACESTATE_MEMBERS: usize = 32;
 pub(crate) fn check_traceparent(value: &str) -> Result<(), String> {
     const SHAPE: &str = "must be `<version>-<trace id>-<parent id>-<flags>`: 2, 32, 16 and 2 \
                          lowercase hex digits, e.g. `00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`";
-    let bytes = value.as_bytes();
-    if bytes.len() < 55 {
+    // `get` rather than `split_at`: a value with a multi-byte character across byte 55 (possible
+    // in a CloudEvents extension or a percent-decoded `ce-traceparent`) is malformed, not a panic.
+    let (Some(head), Some(tail)) = (value.get(..55), value.get(55..)) else {
         return Err(SHAPE.into());
-    }
-    let (head, tail) = value.split_at(55);
+    };
     let fields: Vec<&str> = head.split('-').collect();
     let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     let [version, trace_id, parent_id, flags] = fields.as_slice() else {
@@ -246,6 +246,8 @@ mod tests {
             "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
             "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-09x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0\u{e9}",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-\u{e9}",
         ] {
             assert!(check_traceparent(bad).is_err(), "{bad:?} should be refused");
         }

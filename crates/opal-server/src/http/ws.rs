@@ -51,8 +51,35 @@ pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/subscriptions/{subscription}/ws", get(open))
 }
 
+/// The query of [`open`], for the OpenAPI document (the handler reads it through [`Params`]).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "only describes the query")]
+struct WsQuery {
+    /// Deliveries the server may send before the client grants more (default 0).
+    #[param(minimum = 0, maximum = 10_000)]
+    credits: Option<u64>,
+}
+
 /// Checks everything that can be answered with a problem (name, query, existence) before
 /// upgrading: once upgraded, errors can only be frames.
+#[utoipa::path(
+    get,
+    path = "/v1/subscriptions/{subscription}/ws",
+    operation_id = "openWebSocket",
+    tag = "consuming",
+    summary = "Deliveries over a WebSocket",
+    description = "A WebSocket upgrade (RFC 6455). After `101`, the client sends JSON text frames \
+                   (`credit`, `ack`, `nack`, `extend`) and the server sends `delivery` frames as \
+                   credits allow, replies to each client frame, pings every 20 s and closes with \
+                   1001 (shutdown), 1008 (policy) or 1011 (server error). See docs/http-api.md.",
+    params(crate::openapi::SubscriptionPath, WsQuery, crate::openapi::WebSocketHeaders),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol."),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
 async fn open(
     State(state): State<AppState>,
     Path(subscription): Path<String>,

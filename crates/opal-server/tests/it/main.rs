@@ -4,11 +4,13 @@
 mod auth;
 mod bodies;
 mod cloudevents;
+mod conventions;
 mod dead_letters;
 mod health;
 mod logs;
 mod manage;
 mod messages;
+mod openapi;
 mod publish_options;
 mod raw;
 mod serve;

@@ -1,0 +1,582 @@
+//! The HTTP conventions every route shares, built as layers: CORS, response compression, request
+//! decompression, the request-body guard (deadline and wire size) and `Retry-After` on every
+//! `503`/`429`.
+//!
+//! `router()` applies [`inner`] just inside `problem::ensure_problem`, so that any bare error
+//! status from these layers still becomes a problem, and [`outer`] outside it, so that CORS
+//! headers and `Retry-After` reach every response, problems included.
+//!
+//! How long a request may take:
+//!
+//! - *Body*: from the moment the request's headers have arrived, the whole body must arrive within
+//!   `request_timeout_ms` (a deadline, not an idle timeout: a client trickling a byte now and then
+//!   is cut off too). A request that misses it is answered `408` and the connection is closed.
+//! - *Response*: not bounded here. Handlers bound their own waits (a long-poll pull waits at most
+//!   `Limits::max_wait_ms`, then answers with what it has); SSE and WebSocket streams run until
+//!   either side ends them. There is deliberately no overall request timeout, which would cut
+//!   long-polls and streams, and no response-body timeout.
+//! - *Headers*: `axum::serve` gives no access to hyper's connection builder, so hyper's header
+//!   read timeout (which needs a timer) is not active; see the note in `run()`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::header::{
+    ACCEPT_ENCODING, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, ETAG, LINK, RETRY_AFTER,
+};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Version};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use tokio::time::Instant;
+use tower_http::CompressionLevel;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tower_http::decompression::RequestDecompressionLayer;
+
+use crate::ServerConfig;
+use crate::problem::{PROBLEM_JSON, Problem, ProblemKind};
+
+/// Seconds a client should wait before retrying a `503` or `429` that did not say: the same
+/// value `problem::Problem::unavailable` sends.
+const DEFAULT_RETRY_AFTER_SECS: &str = "5";
+
+/// Responses smaller than this are sent as they are: compressing them saves a few bytes at best
+/// and costs CPU and latency on every call.
+const MIN_COMPRESSED_BYTES: u64 = 1024;
+
+/// The longest request-body deadline actually applied (one day).
+const MAX_REQUEST_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The content codings a request body may use, as listed in `415` answers.
+const ACCEPTED_CODINGS: &str = "gzip, zstd";
+
+/// What a browser on an allowed origin may read from a response besides the CORS-safelisted
+/// headers.
+const EXPOSED_HEADERS: [HeaderName; 4] = [
+    ETAG,
+    LINK,
+    RETRY_AFTER,
+    HeaderName::from_static("x-request-id"),
+];
+
+/// How long a browser may cache a preflight answer (browsers cap it at 2 h or less).
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// The `type` of the `408` problem. Rendered here rather than in `problem.rs`'s `ProblemKind`,
+/// because only this layer produces it.
+const REQUEST_TIMEOUT_TYPE: &str = "urn:opal:problem:request-timeout";
+
+/// Layers that go inside `ensure_problem`, innermost first: response compression (when on),
+/// request decompression, the `Content-Encoding` check, the request-body guard.
+pub(crate) fn inner<S>(router: Router<S>, config: &ServerConfig) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let router = if config.compression {
+        router
+            .layer(middleware::map_response(remember_status))
+            .layer(
+                CompressionLayer::new()
+                    .gzip(true)
+                    .zstd(true)
+                    // Bandwidth on slow links is the point, not archive size: the fastest level
+                    // already gets most of the gain on JSON for a fraction of the CPU.
+                    .quality(CompressionLevel::Fastest)
+                    .compress_when(Compressible),
+            )
+            .layer(middleware::map_response(never_406))
+    } else {
+        router
+    };
+    let guard = BodyGuard {
+        // Clamped so that `now + timeout` cannot overflow; a day is "no limit" for a body.
+        timeout: Duration::from_millis(config.request_timeout_ms.clamp(1, MAX_REQUEST_TIMEOUT_MS)),
+        max_bytes: config.max_body_bytes,
+    };
+    router
+        // The decompressed body goes on to the handlers, whose extractor applies the body limit
+        // (`DefaultBodyLimit`) to the bytes it reads: a small body that inflates past the limit is
+        // a `413` after at most `max_body_bytes` of output, never a buffer of the whole thing.
+        .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
+        .layer(middleware::from_fn(check_content_encoding))
+        .layer(middleware::from_fn_with_state(guard, guard_body))
+}
+
+/// Layers that go outside `ensure_problem`: `Retry-After` on every `503`/`429`, then CORS (when
+/// origins are configured), so that preflights are answered before authentication.
+pub(crate) fn outer<S>(router: Router<S>, config: &ServerConfig) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let router = router.layer(middleware::map_response(ensure_retry_after));
+    match cors(&config.cors_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+/// Whether a response is worth compressing: a success (so never a `101` WebSocket upgrade, and
+/// never an error, which `ensure_problem` may still rewrite), at least [`MIN_COMPRESSED_BYTES`]
+/// long or of unknown length, and not an event stream (each event must reach the client when it
+/// is sent, not when a compressor block fills), an image or gRPC.
+#[derive(Debug, Clone, Copy)]
+struct Compressible;
+
+impl Predicate for Compressible {
+    fn should_compress<B>(&self, response: &Response<B>) -> bool
+    where
+        B: HttpBody,
+    {
+        let status = response.status();
+        status.is_success()
+            && status != StatusCode::NO_CONTENT
+            && SizeAbove::new(MIN_COMPRESSED_BYTES)
+                .and(NotForContentType::SSE)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::GRPC)
+                .should_compress(response)
+    }
+}
+
+/// The status a handler answered with, before the compression layer saw the response.
+#[derive(Debug, Clone, Copy)]
+struct HandlerStatus(StatusCode);
+
+async fn remember_status(mut response: Response) -> Response {
+    let status = response.status();
+    response.extensions_mut().insert(HandlerStatus(status));
+    response
+}
+
+/// tower-http's compression answers `406` when `Accept-Encoding` rules out `identity` and every
+/// coding it has (`br, identity;q=0`), but only after the handler has run: a publish would be
+/// stored and then reported as failed, and a retry would store it twice. Such a header is
+/// disregarded instead (RFC 9110 §12.5.3 allows either): the answer goes out as the handler
+/// made it, uncompressed.
+async fn never_406(mut response: Response) -> Response {
+    if response.status() == StatusCode::NOT_ACCEPTABLE
+        && let Some(HandlerStatus(status)) = response.extensions().get::<HandlerStatus>().copied()
+    {
+        *response.status_mut() = status;
+    }
+    response
+}
+
+/// Accepts `Content-Encoding` `gzip` (or its alias `x-gzip`), `zstd` and `identity`, in any
+/// case, and hands the decompression layer the canonical name; answers anything else, or more
+/// than one coding, with a `415` problem listing what is accepted (RFC 9110 §15.5.16).
+async fn check_content_encoding(mut request: Request, next: Next) -> Response {
+    if !request.headers().contains_key(CONTENT_ENCODING) {
+        return next.run(request).await;
+    }
+    let mut codings = Vec::new();
+    for value in request.headers().get_all(CONTENT_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return unsupported_encoding("the `Content-Encoding` header is not ASCII".to_owned());
+        };
+        codings.extend(
+            value
+                .split(',')
+                .map(|coding| coding.trim().to_ascii_lowercase())
+                .filter(|coding| !coding.is_empty() && coding != "identity"),
+        );
+    }
+    let canonical = match codings.as_slice() {
+        [] => None,
+        [one] => match one.as_str() {
+            "gzip" | "x-gzip" => Some("gzip"),
+            "zstd" => Some("zstd"),
+            other => {
+                return unsupported_encoding(format!(
+                    "`Content-Encoding: {other}` is not supported; send the body as it is, or \
+                     compressed with one of {ACCEPTED_CODINGS}"
+                ));
+            }
+        },
+        _ => {
+            return unsupported_encoding(format!(
+                "a request body may be compressed once, with one of {ACCEPTED_CODINGS}; got \
+                 `{}`",
+                codings.join(", ")
+            ));
+        }
+    };
+    let headers = request.headers_mut();
+    headers.remove(CONTENT_ENCODING);
+    if let Some(coding) = canonical {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+    }
+    next.run(request).await
+}
+
+fn unsupported_encoding(detail: String) -> Response {
+    Problem::new(ProblemKind::UnsupportedMediaType, detail)
+        .with_header(ACCEPT_ENCODING, ACCEPTED_CODINGS)
+        .into_response()
+}
+
+/// What [`guard_body`] enforces on the bytes of a request body as they come off the wire.
+#[derive(Debug, Clone, Copy)]
+struct BodyGuard {
+    /// The whole body must have arrived this long after the headers.
+    timeout: Duration,
+    /// At most this many bytes on the wire, compressed or not (the handlers' extractor limits
+    /// the decompressed size to the same number).
+    max_bytes: usize,
+}
+
+/// Why [`guard_body`] cut a body short; the handler sees an unreadable body (and answers `400`),
+/// and the guard replaces that answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Deadline,
+    TooLarge,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::Deadline => f.write_str("the request body did not arrive in time"),
+            Cut::TooLarge => f.write_str("the request body is too large"),
+        }
+    }
+}
+
+impl std::error::Error for Cut {}
+
+/// Wraps the request body so that it ends in an error once the deadline passes or more than
+/// `max_bytes` arrive, and turns the handler's answer into a `408` or `413` problem when that
+/// happened. Requests without a body pass untouched (a WebSocket upgrade among them).
+async fn guard_body(State(guard): State<BodyGuard>, request: Request, next: Next) -> Response {
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let http1 = request.version() <= Version::HTTP_11;
+    let cut: Arc<OnceLock<Cut>> = Arc::default();
+    let deadline = Instant::now() + guard.timeout;
+    let request = request.map(|body| guarded(body, guard.max_bytes, deadline, Arc::clone(&cut)));
+    let response = next.run(request).await;
+    match cut.get() {
+        None => response,
+        Some(Cut::TooLarge) => Problem::new(
+            ProblemKind::PayloadTooLarge,
+            format!(
+                "the request body is larger than the limit of {} bytes",
+                guard.max_bytes
+            ),
+        )
+        .into_response(),
+        Some(Cut::Deadline) => request_timeout(guard.timeout, http1),
+    }
+}
+
+fn guarded(body: Body, max_bytes: usize, deadline: Instant, cut: Arc<OnceLock<Cut>>) -> Body {
+    let state = Some((body.into_data_stream(), 0_usize));
+    let stream = futures_util::stream::unfold(state, move |state| {
+        let cut = Arc::clone(&cut);
+        async move {
+            let (mut stream, seen) = state?;
+            let failed = |reason: Cut| {
+                let _ = cut.set(reason);
+                Some((Err(axum::Error::new(reason)), None))
+            };
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_elapsed) => failed(Cut::Deadline),
+                Ok(None) => None,
+                Ok(Some(Err(err))) => Some((Err(err), None)),
+                Ok(Some(Ok(chunk))) => {
+                    let seen = seen.saturating_add(chunk.len());
+                    if seen > max_bytes {
+                        failed(Cut::TooLarge)
+                    } else {
+                        Some((Ok(chunk), Some((stream, seen))))
+                    }
+                }
+            }
+        }
+    });
+    // Fused: readers (the gzip and zstd decoders among them) may poll again after the end.
+    Body::from_stream(stream.fuse())
+}
+
+/// The `408` problem. The request was not read to its end, so the connection cannot carry
+/// another request: HTTP/1 answers say so with `Connection: close` (RFC 9110 §15.5.9).
+fn request_timeout(timeout: Duration, http1: bool) -> Response {
+    let body = serde_json::json!({
+        "type": REQUEST_TIMEOUT_TYPE,
+        "title": "Request timeout",
+        "status": StatusCode::REQUEST_TIMEOUT.as_u16(),
+        "detail": format!(
+            "the request body did not arrive within {} ms of its headers",
+            timeout.as_millis()
+        ),
+    });
+    let mut response = (
+        StatusCode::REQUEST_TIMEOUT,
+        [(CONTENT_TYPE, PROBLEM_JSON)],
+        body.to_string(),
+    )
+        .into_response();
+    if http1 {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Every `503` and `429` tells the client when to come back (RFC 9110 §10.2.3), whichever code
+/// produced it; an explicit `Retry-After` is kept.
+async fn ensure_retry_after(mut response: Response) -> Response {
+    let status = response.status();
+    if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
+        && !response.headers().contains_key(RETRY_AFTER)
+    {
+        response.headers_mut().insert(
+            RETRY_AFTER,
+            HeaderValue::from_static(DEFAULT_RETRY_AFTER_SECS),
+        );
+    }
+    response
+}
+
+/// One entry of `ServerConfig::cors_origins`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CorsOrigin {
+    Any,
+    /// `scheme://host[:port]`, lowercased, as browsers send it in `Origin`.
+    Exact(HeaderValue),
+}
+
+impl CorsOrigin {
+    /// `*`, or an origin `scheme://host[:port]` (one trailing `/` is forgiven). Paths, queries,
+    /// credentials and the opaque origin `null` are refused: a browser never sends them as an
+    /// allowed `Origin`, so such an entry would be a silent misconfiguration (or, for `null`,
+    /// an opening for sandboxed pages and local files).
+    pub(crate) fn parse(raw: &str) -> Result<CorsOrigin, String> {
+        let origin = raw.trim();
+        if origin == "*" {
+            return Ok(CorsOrigin::Any);
+        }
+        let origin = origin
+            .strip_suffix('/')
+            .unwrap_or(origin)
+            .to_ascii_lowercase();
+        let Some((scheme, authority)) = origin.split_once("://") else {
+            return Err(
+                "expected `*` or `scheme://host[:port]`, e.g. `https://app.example.com`".to_owned(),
+            );
+        };
+        let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if !scheme_ok {
+            return Err(format!("`{scheme}` is not a URL scheme"));
+        }
+        if authority.is_empty() {
+            return Err("the host is missing".to_owned());
+        }
+        if let Some(c) = authority
+            .chars()
+            .find(|c| matches!(c, '/' | '?' | '#' | '@' | ' ' | ','))
+        {
+            return Err(format!(
+                "an origin is only `scheme://host[:port]`; `{c}` does not belong in it"
+            ));
+        }
+        HeaderValue::from_str(&origin)
+            .map(CorsOrigin::Exact)
+            .map_err(|_| "not a valid header value".to_owned())
+    }
+}
+
+/// The CORS layer for the configured origins; `None` (no CORS headers at all) when there are
+/// none. Entries that do not parse are skipped here (`ServerConfig::validate` reports them).
+///
+/// Request headers are allowed by mirroring `Access-Control-Request-Headers`: binary-mode
+/// CloudEvents use any number of `ce-*` headers, which a fixed list cannot name and
+/// `Access-Control-Allow-Headers: *` does not cover `Authorization`. The origin is what CORS
+/// restricts; every header is still validated by the handlers.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let mut exact = Vec::new();
+    let mut any = false;
+    for raw in origins {
+        match CorsOrigin::parse(raw) {
+            Ok(CorsOrigin::Any) => any = true,
+            Ok(CorsOrigin::Exact(origin)) => exact.push(origin),
+            Err(reason) => {
+                tracing::warn!(origin = %raw, %reason, "ignoring an invalid CORS origin")
+            }
+        }
+    }
+    let allow_origin = if any {
+        AllowOrigin::any()
+    } else if exact.is_empty() {
+        return None;
+    } else {
+        AllowOrigin::list(exact)
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(EXPOSED_HEADERS)
+            .max_age(PREFLIGHT_MAX_AGE),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use axum::routing::get;
+    use opal_core::BrokerError;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn config() -> ServerConfig {
+        ServerConfig::new([0; 32])
+    }
+
+    async fn status_and_retry_after(router: &Router, uri: &str) -> (StatusCode, Option<String>) {
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        (response.status(), retry_after)
+    }
+
+    #[tokio::test]
+    async fn every_503_and_429_says_when_to_retry() {
+        let router = Router::new()
+            .route(
+                "/storage",
+                get(|| async { Problem::from(BrokerError::Storage("disk on fire".into())) }),
+            )
+            .route(
+                "/bare-503",
+                get(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+            )
+            .route("/bare-429", get(|| async { StatusCode::TOO_MANY_REQUESTS }))
+            .route(
+                "/explicit",
+                get(|| async { (StatusCode::TOO_MANY_REQUESTS, [(RETRY_AFTER, "30")]) }),
+            )
+            .route("/fine", get(|| async { "ok" }));
+        let router = outer(router, &config());
+        let cases = [
+            ("/storage", StatusCode::SERVICE_UNAVAILABLE, Some("5")),
+            ("/bare-503", StatusCode::SERVICE_UNAVAILABLE, Some("5")),
+            ("/bare-429", StatusCode::TOO_MANY_REQUESTS, Some("5")),
+            ("/explicit", StatusCode::TOO_MANY_REQUESTS, Some("30")),
+            ("/fine", StatusCode::OK, None),
+        ];
+        for (uri, status, retry_after) in cases {
+            let (got_status, got_retry_after) = status_and_retry_after(&router, uri).await;
+            assert_eq!(got_status, status, "{uri}");
+            assert_eq!(got_retry_after.as_deref(), retry_after, "{uri}");
+        }
+    }
+
+    #[test]
+    fn origins_parse_as_browsers_send_them() {
+        let exact = |s: &'static str| Ok(CorsOrigin::Exact(HeaderValue::from_static(s)));
+        assert_eq!(CorsOrigin::parse("*"), Ok(CorsOrigin::Any));
+        assert_eq!(CorsOrigin::parse(" * "), Ok(CorsOrigin::Any));
+        assert_eq!(
+            CorsOrigin::parse("https://app.example.com"),
+            exact("https://app.example.com")
+        );
+        assert_eq!(
+            CorsOrigin::parse("HTTPS://App.Example.COM/"),
+            exact("https://app.example.com")
+        );
+        assert_eq!(
+            CorsOrigin::parse("http://localhost:5173"),
+            exact("http://localhost:5173")
+        );
+        assert_eq!(
+            CorsOrigin::parse("http://[::1]:8080"),
+            exact("http://[::1]:8080")
+        );
+        for bad in [
+            "",
+            "null",
+            "app.example.com",
+            "https://",
+            "https://app.example.com/x",
+            "https://app.example.com//",
+            "https://a.example.com?q",
+            "https://a.example.com#f",
+            "https://user@a.example.com",
+            "https://a.example.com,https://b.example.com",
+            "1http://a.example.com",
+            "ht tp://a.example.com",
+        ] {
+            assert!(CorsOrigin::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn upgrades_errors_streams_and_small_bodies_are_not_compressed() {
+        let response = |status: StatusCode, content_type: &str, body: Body| {
+            let mut response = Response::new(body);
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+            response
+        };
+        let big = || Body::from(vec![b'a'; 4096]);
+        let unknown_size = || {
+            Body::from_stream(futures_util::stream::empty::<
+                Result<bytes::Bytes, Infallible>,
+            >())
+        };
+        let yes = [
+            response(StatusCode::OK, "application/json", big()),
+            response(StatusCode::CREATED, "application/json", big()),
+            response(StatusCode::OK, "application/octet-stream", unknown_size()),
+        ];
+        for r in &yes {
+            assert!(Compressible.should_compress(r), "{r:?}");
+        }
+        let no = [
+            response(
+                StatusCode::OK,
+                "application/json",
+                Body::from(vec![b'a'; 1023]),
+            ),
+            response(StatusCode::OK, "text/event-stream", unknown_size()),
+            response(StatusCode::SWITCHING_PROTOCOLS, "", unknown_size()),
+            response(StatusCode::NO_CONTENT, "", unknown_size()),
+            response(StatusCode::BAD_REQUEST, "application/problem+json", big()),
+            response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/problem+json",
+                big(),
+            ),
+            response(StatusCode::OK, "image/png", big()),
+        ];
+        for r in &no {
+            assert!(!Compressible.should_compress(r), "{r:?}");
+        }
+    }
+}
