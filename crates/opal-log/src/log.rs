@@ -15,7 +15,7 @@ use crate::reader;
 use crate::recovery::{self, RecoveredActive};
 use crate::state::{ActiveSegment, Shared, State};
 use crate::types::{Appended, LogStats, Record, StoredRecord};
-use crate::writer::{AppendRequest, Command, Writer};
+use crate::writer::{AppendReply, AppendRequest, Command, Writer};
 
 /// Handle to one partition's log. Cheap to clone; all clones share one writer.
 ///
@@ -113,7 +113,10 @@ impl Log {
     /// Dropping the future does not cancel an append that was already handed to the writer.
     pub async fn append(&self, records: Vec<Record>) -> Result<Appended, LogError> {
         let reply = self.submit(records)?;
-        reply.await.unwrap_or(Err(LogError::Closed))
+        // The records come back to be dropped here, on the appender's thread.
+        reply
+            .await
+            .map_or(Err(LogError::Closed), |(result, _records)| result)
     }
 
     /// `append` for callers without an async runtime.
@@ -122,11 +125,13 @@ impl Log {
     /// does); use `append` there.
     pub fn append_blocking(&self, records: Vec<Record>) -> Result<Appended, LogError> {
         let reply = self.submit(records)?;
-        reply.blocking_recv().unwrap_or(Err(LogError::Closed))
+        reply
+            .blocking_recv()
+            .map_or(Err(LogError::Closed), |(result, _records)| result)
     }
 
     /// Checks an append and queues it for the writer; nothing is written if a check fails.
-    fn submit(&self, records: Vec<Record>) -> Result<oneshot::Receiver<Result<Appended>>> {
+    fn submit(&self, records: Vec<Record>) -> Result<oneshot::Receiver<AppendReply>> {
         let shared = &self.inner.shared;
         shared.ensure_open()?;
         if records.is_empty() {

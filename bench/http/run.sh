@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# HTTP publish throughput against the HTTP ceiling of the same server, in one run.
+#
+# Starts `opal serve` (fsync `always`, a fresh data directory on /work), creates a topic, then
+# runs wrk over loopback with keep-alive:
+#   1. GET /healthz                         - the ceiling: same server stack, trivial handler
+#   2. GET /v1/topics/bench                 - a reference: authenticated and access-logged like
+#                                             a publish, but stores nothing (REFERENCE=0 skips it)
+#   3. single-message JSON publishes        - 64 connections
+#   4. 100-message JSON batches of 256 B    - $BATCH_CONNS connections
+# and prints requests/s, messages/s, payload MB/s and latency percentiles, then stops the server.
+# Every step is bounded in time. wrk and the server share the machine's cores.
+# Needs wrk, curl and jq (Debian packages) and a release build of the server.
+#
+# Environment (all optional):
+#   OPAL_BIN      server binary (default /work/target-bench/release/opal)
+#   PORT          loopback port (default 7480)
+#   DURATION      seconds per wrk phase (default 20)
+#   THREADS       wrk threads (default 2)
+#   CONNS         connections for the ceiling and single publishes (default 64)
+#   BATCH         messages per batched request (default 100)
+#   BATCH_CONNS   connections for batches (default 32)
+#   REFERENCE     1 (default) to measure GET /v1/topics/bench as well
+#   WORK_DIR      where the data directory and server log go (default /work/opal-bench-http;
+#                 its data/ is removed at the start, and at the end unless KEEP=1)
+#   RUST_LOG      server log filter (unset: the server's default, `info`)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OPAL_BIN="${OPAL_BIN:-/work/target-bench/release/opal}"
+PORT="${PORT:-7480}"
+DURATION="${DURATION:-20}"
+THREADS="${THREADS:-2}"
+CONNS="${CONNS:-64}"
+BATCH="${BATCH:-100}"
+BATCH_CONNS="${BATCH_CONNS:-32}"
+WORK_DIR="${WORK_DIR:-/work/opal-bench-http}"
+export OPAL_ADMIN_KEY="${OPAL_ADMIN_KEY:-bench-admin-key-0123456789}"
+BASE="http://127.0.0.1:${PORT}"
+AUTH="Authorization: Bearer ${OPAL_ADMIN_KEY}"
+
+for tool in wrk curl jq; do
+  command -v "$tool" >/dev/null || { echo "$tool not found: apt-get install -y $tool" >&2; exit 1; }
+done
+[ -x "$OPAL_BIN" ] || { echo "no server binary at $OPAL_BIN (cargo build --release --bin opal)" >&2; exit 1; }
+
+mkdir -p "$WORK_DIR"
+rm -rf "$WORK_DIR/data"
+LOG="$WORK_DIR/server.log"
+SERVER_PID=""
+
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID"
+    for _ in $(seq 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK_DIR/data"
+}
+trap stop_server EXIT
+
+echo "# opal HTTP publish benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "# $(nproc) CPUs; $(uname -r); binary $OPAL_BIN; source tree at $(git -C "$HERE" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$HERE" status --porcelain 2>/dev/null | grep -q . && echo ' (modified)')"
+echo "# data dir $WORK_DIR/data on $(df -P "$WORK_DIR" | awk 'NR==2{print $1}'); server log $LOG"
+echo "# duration ${DURATION}s/phase, wrk threads $THREADS, conns $CONNS (ceiling, single), $BATCH_CONNS (batch of $BATCH)"
+
+"$OPAL_BIN" serve --http "127.0.0.1:${PORT}" --data-dir "$WORK_DIR/data" --fsync always \
+  >"$WORK_DIR/server.out" 2>"$LOG" &
+SERVER_PID=$!
+for _ in $(seq 100); do
+  curl -fsS -o /dev/null "$BASE/healthz" 2>/dev/null && break
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited:" >&2; cat "$LOG" >&2; exit 1; }
+  sleep 0.1
+done
+curl -fsS -o /dev/null "$BASE/healthz"
+grep -q "fsync:    always" "$WORK_DIR/server.out" || { echo "server is not on fsync=always" >&2; exit 1; }
+
+curl -fsS -o /dev/null -X PUT -H "$AUTH" "$BASE/v1/topics/bench"
+
+run_wrk() { # label, connections, script, extra env...
+  local label=$1 conns=$2 script=$3
+  shift 3
+  echo "# $label: load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  env "$@" timeout $((DURATION + 30)) \
+    wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --timeout 10s -s "$HERE/$script" "$BASE${WRK_PATH:-/}" \
+    | grep '^RESULT' | tee -a "$WORK_DIR/results"
+}
+
+: >"$WORK_DIR/results"
+WRK_PATH=/healthz run_wrk ceiling "$CONNS" healthz.lua
+[ "${REFERENCE:-1}" = 1 ] && run_wrk topic_get "$CONNS" topic.lua
+run_wrk single "$CONNS" publish.lua BATCH=1
+run_wrk batch "$BATCH_CONNS" publish.lua BATCH="$BATCH"
+
+# What the broker says it stored, as a check that the publishes were real: at least the
+# answered publishes (requests still in flight when wrk stopped may have been stored too).
+stored=$(curl -fsS -H "$AUTH" "$BASE/v1/topics/bench" | jq -r '.stats.published_messages')
+stop_server
+
+field() { grep "^RESULT $1 " "$WORK_DIR/results" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+ceiling=$(field ceiling req_s)
+single=$(field single req_s)
+batch_msgs=$(field batch"$BATCH" msg_s)
+batch_mb=$(field batch"$BATCH" mb_s)
+answered=$(( $(field single requests) + BATCH * $(field batch"$BATCH" requests) ))
+echo "# stored: $stored messages; answered publishes: $answered messages"
+pct() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", 100*a/b}'; }
+if [ "${REFERENCE:-1}" = 1 ]; then
+  reference=$(field topic_get req_s)
+  echo "# reference: GET /v1/topics/bench ${reference} req/s = $(pct "$reference" "$ceiling") % of ceiling"
+fi
+echo "# summary: ceiling ${ceiling} req/s; single ${single} req/s = $(pct "$single" "$ceiling") % of ceiling (target >= 50 %);" \
+  "batch${BATCH} ${batch_msgs} msg/s, ${batch_mb} MB/s of payload (target >= 200000 msg/s)"
+status=0
+for label in $(cut -d' ' -f2 "$WORK_DIR/results"); do
+  if [ "$(field "$label" non2xx)" != 0 ] || [ "$(field "$label" socket_errors)" != 0 ]; then
+    echo "# WARNING: $label had errors (non2xx or socket errors): its figures are not valid" >&2
+    status=1
+  fi
+done
+[ "$stored" -ge "$answered" ] || { echo "# WARNING: fewer messages stored than answered" >&2; status=1; }
+exit $status
