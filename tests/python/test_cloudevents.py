@@ -242,3 +242,70 @@ def test_an_invalid_event_is_a_problem_with_pointers(client, topic):
     assert response.headers["content-type"] == "application/problem+json"
     pointers = sorted(e["pointer"] for e in response.json()["errors"])
     assert pointers == ["/Bad", "/id"]
+
+
+def sse_events(client, topic, expected):
+    """Reads `expected` deliveries from the subscription's SSE stream with
+    ``format=cloudevents`` (for at most 15 s), acks them, and parses each with the SDK."""
+    deliveries = []
+    with client.stream(
+        "GET",
+        f"/v1/subscriptions/{topic}/events",
+        params={"format": "cloudevents"},
+        timeout=httpx.Timeout(15.0),
+    ) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event_name, data, event_id = None, [], None
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event_name = line[len("event:") :].strip()
+            elif line.startswith("data:"):
+                data.append(line[len("data:") :].lstrip())
+            elif line.startswith("id:"):
+                event_id = line[len("id:") :].strip()
+            elif line == "":
+                if event_name == "delivery":
+                    delivery = json.loads("\n".join(data))
+                    assert delivery["ack_id"] == event_id
+                    deliveries.append(delivery)
+                    if len(deliveries) == expected:
+                        break
+                event_name, data, event_id = None, [], None
+    for delivery in deliveries:
+        assert set(delivery) == {"ack_id", "attempt", "event"}, delivery
+    response = client.post(
+        f"/v1/subscriptions/{topic}/ack",
+        json={"ack_ids": [d["ack_id"] for d in deliveries]},
+    )
+    assert response.json()["acked"] == expected
+    return [
+        from_http_event(
+            HTTPMessage(
+                headers={"content-type": STRUCTURED},
+                body=json.dumps(d["event"]).encode(),
+            )
+        )
+        for d in deliveries
+    ]
+
+
+def test_events_come_back_the_same_over_the_sse_stream(client, topic):
+    sent = [
+        event({"n": 1}, datacontenttype="application/json", region="eu", count=7),
+        event(b"\x00\x01binary", datacontenttype="application/octet-stream"),
+    ]
+    for e in sent:
+        publish(client, topic, to_structured_event(e))
+    got = sse_events(client, topic, len(sent))
+    for g, s in zip(got, sent):
+        assert_same(g, s)
+
+
+def test_an_unknown_stream_format_is_a_problem(client, topic):
+    response = client.get(
+        f"/v1/subscriptions/{topic}/events", params={"format": "xml"}
+    )
+    assert response.status_code == 400
+    problem = response.json()
+    assert problem["errors"][0]["parameter"] == "format", problem

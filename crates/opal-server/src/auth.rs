@@ -87,8 +87,8 @@ fn unauthorized(detail: &str, invalid_token: bool) -> Problem {
     Problem::new(ProblemKind::Unauthorized, detail).with_header(WWW_AUTHENTICATE, challenge)
 }
 
-/// Middleware guarding every `/v1` route: authenticates, records the caller on the request's
-/// span and hands the [`Principal`] to the handlers through the request's extensions.
+/// Middleware guarding every `/v1` route: authenticates, hands the [`Principal`] to the handlers
+/// through the request's extensions and to the access log through the response's.
 pub(crate) async fn require_principal(
     State(authenticator): State<Arc<Authenticator>>,
     mut request: Request,
@@ -97,8 +97,11 @@ pub(crate) async fn require_principal(
     match authenticator.authenticate(request.headers()) {
         Ok(principal) => {
             tracing::Span::current().record("principal", tracing::field::display(&principal));
-            request.extensions_mut().insert(principal);
-            next.run(request).await
+            request.extensions_mut().insert(principal.clone());
+            let mut response = next.run(request).await;
+            // For the access log, which sits outside this layer.
+            response.extensions_mut().insert(principal);
+            response
         }
         Err(problem) => problem.into_response(),
     }

@@ -9,20 +9,18 @@ use std::fmt;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware;
 use axum::serve::ListenerExt as _;
 use opal_core::{Broker, Limits};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
+mod access_log;
 mod auth;
 mod http;
 mod json;
@@ -164,12 +162,12 @@ pub fn router(
     broker: Arc<dyn Broker>,
     shutdown: CancellationToken,
 ) -> Router {
-    let state = AppState {
+    let state = AppState::new(http::Shared {
         broker,
         limits: config.limits,
         max_body_bytes: config.max_body_bytes,
         shutdown,
-    };
+    });
     let authenticator = Arc::new(Authenticator::new(config.admin_key_hash));
     let v1 = http::v1_router().layer(middleware::from_fn_with_state(
         authenticator,
@@ -181,18 +179,8 @@ pub fn router(
         .merge(http::spec::router())
         .fallback(problem::no_route)
         .layer(CatchPanicLayer::custom(problem::from_panic))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(LatencyUnit::Millis),
-                )
-                .on_failure(DefaultOnFailure::new().level(Level::ERROR)),
-        )
-        // Merged after the trace layer: probes every few seconds would drown the access log.
+        .layer(access_log::AccessLogLayer)
+        // Merged after the access log: probes every few seconds would drown the access log.
         .merge(http::health::router());
     // Compression, decompression and the body guard sit inside `ensure_problem`, which turns
     // their bare error statuses into problems; `Retry-After` and CORS sit outside it.
@@ -204,20 +192,4 @@ pub fn router(
         // Outermost, so that no layer or handler can log the API key.
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
         .with_state(state)
-}
-
-/// One span per request; the auth middleware fills in `principal`.
-fn request_span(request: &Request) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!(
-        "http",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %request_id,
-        principal = tracing::field::Empty,
-    )
 }

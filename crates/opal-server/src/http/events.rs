@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::cloudevents::{CloudEventDelivery, DeliveryFormat};
 use super::subscriptions::DeliveryView;
 use super::{AppState, subscription_param};
 use crate::path::Path;
@@ -71,9 +72,10 @@ async fn events(
     query: RawQuery,
 ) -> Result<impl IntoResponse, Problem> {
     let name = subscription_param(subscription)?;
-    let params = Params::parse(query, &["batch"])?;
+    let params = Params::parse(query, &["batch", "format"])?;
     let mut errors = Vec::new();
     let batch = params.integer("batch", DEFAULT_BATCH, 1..=MAX_BATCH, &mut errors);
+    let format = params.delivery_format(&mut errors);
     check(errors)?;
     state.broker.get_subscription(&name).await?;
     // `Last-Event-ID` needs no handling: the subscription, not the connection, holds the ack
@@ -81,7 +83,7 @@ async fn events(
 
     let batch = usize::try_from(batch).unwrap_or(1);
     let (tx, mut rx) = mpsc::channel(batch);
-    tokio::spawn(pump(state, name, batch, tx).in_current_span());
+    tokio::spawn(pump(state, name, batch, format, tx).in_current_span());
     let body = stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
     let sse = Sse::new(body).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
     Ok(([(X_ACCEL_BUFFERING, "no")], sse))
@@ -96,6 +98,8 @@ struct EventsQuery {
     /// Deliveries pulled at a time (default 10).
     #[param(minimum = 1, maximum = 100)]
     batch: Option<u64>,
+    /// How each delivery's `data` is shaped: `opal` (default) or `cloudevents`.
+    format: Option<DeliveryFormat>,
 }
 
 /// One event of the stream, as an SSE parser hands it over (`event`, `data`, `id`, `retry`): the
@@ -105,7 +109,7 @@ struct StreamEvent;
 
 impl utoipa::PartialSchema for StreamEvent {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        let event = |name: &str, schema: &str, about: &str| {
+        let event = |name: &str, schema: serde_json::Value, about: &str| {
             serde_json::json!({
                 "type": "object",
                 "description": about,
@@ -117,15 +121,26 @@ impl utoipa::PartialSchema for StreamEvent {
                     "data": {
                         "type": "string",
                         "contentMediaType": "application/json",
-                        "contentSchema": {"$ref": format!("#/components/schemas/{schema}")}
+                        "contentSchema": schema
                     }
                 }
             })
         };
         crate::openapi::json_schema(serde_json::json!({
             "oneOf": [
-                event("delivery", "DeliveryView", "A delivery (`id` is its ack id), as in a pull's `deliveries`."),
-                event("error", "Problem", "The broker failed; the stream ends after this event.")
+                event(
+                    "delivery",
+                    serde_json::json!({"oneOf": [
+                        {"$ref": "#/components/schemas/DeliveryView"},
+                        {"$ref": "#/components/schemas/CloudEventDelivery"}
+                    ]}),
+                    "A delivery (`id` is its ack id), as in a pull's `deliveries`, in the requested `format`."
+                ),
+                event(
+                    "error",
+                    serde_json::json!({"$ref": "#/components/schemas/Problem"}),
+                    "The broker failed; the stream ends after this event."
+                )
             ]
         }))
     }
@@ -141,13 +156,24 @@ impl utoipa::ToSchema for StreamEvent {
         use utoipa::PartialSchema as _;
         schemas.push(("DeliveryView".to_owned(), DeliveryView::schema()));
         <DeliveryView as utoipa::ToSchema>::schemas(schemas);
+        schemas.push((
+            "CloudEventDelivery".to_owned(),
+            CloudEventDelivery::schema(),
+        ));
+        <CloudEventDelivery as utoipa::ToSchema>::schemas(schemas);
     }
 }
 
 /// Pulls and queues events until the client goes away (the receiver is dropped), the server
 /// shuts down, or the broker fails. Deliveries pulled but not queued when it stops are
 /// redelivered after their ack deadline, like any unacked delivery.
-async fn pump(state: AppState, name: SubscriptionName, batch: usize, tx: mpsc::Sender<Event>) {
+async fn pump(
+    state: AppState,
+    name: SubscriptionName,
+    batch: usize,
+    format: DeliveryFormat,
+    tx: mpsc::Sender<Event>,
+) {
     let shutdown = &state.shutdown;
     // Bounded by `tx` as every other send: a client that does not read holds this task here.
     if !queue(&tx, shutdown, Event::default().retry(RETRY)).await {
@@ -163,7 +189,7 @@ async fn pump(state: AppState, name: SubscriptionName, batch: usize, tx: mpsc::S
         match pulled {
             Ok(deliveries) => {
                 for delivery in deliveries {
-                    if !queue(&tx, shutdown, delivery_event(delivery)).await {
+                    if !queue(&tx, shutdown, delivery_event(delivery, format)).await {
                         return;
                     }
                 }
@@ -188,9 +214,9 @@ async fn queue(tx: &mpsc::Sender<Event>, shutdown: &CancellationToken, event: Ev
 }
 
 /// `event: delivery`, `id: <ack id>`, `data: <the delivery as in a pull answer>`.
-fn delivery_event(delivery: Delivery) -> Event {
+fn delivery_event(delivery: Delivery, format: DeliveryFormat) -> Event {
     let ack_id = delivery.ack_id.0.clone();
-    let view = DeliveryView::from(delivery);
+    let view = format.render::<DeliveryView>(delivery);
     // A view of strings, numbers and raw JSON always serialises; the fallback keeps this
     // panic-free.
     let data = serde_json::to_string(&view).unwrap_or_else(|_| "{}".to_owned());
@@ -295,6 +321,26 @@ impl Params {
                 ));
                 default
             }
+        }
+    }
+}
+
+impl Params {
+    /// `format`: `opal` (the default) or `cloudevents`; a bad value is added to `errors`.
+    pub(super) fn delivery_format(&self, errors: &mut Vec<FieldError>) -> DeliveryFormat {
+        match self.0.iter().find(|(n, _)| n == "format") {
+            None => DeliveryFormat::Opal,
+            Some((_, text)) => match text.as_str() {
+                "opal" => DeliveryFormat::Opal,
+                "cloudevents" => DeliveryFormat::CloudEvents,
+                _ => {
+                    errors.push(FieldError::parameter(
+                        "format",
+                        format!("must be `opal` or `cloudevents`, got {text:?}"),
+                    ));
+                    DeliveryFormat::Opal
+                }
+            },
         }
     }
 }

@@ -24,9 +24,27 @@ pub(crate) mod topics;
 mod trace_context;
 pub(crate) mod ws;
 
-/// What every handler may use. Cheap to clone: the router clones it per request.
+/// What every handler may use. The router clones it for every request, so it is one `Arc`.
 #[derive(Debug, Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub(crate) fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The contents of [`AppState`].
+#[derive(Debug)]
+pub(crate) struct Shared {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) limits: Limits,
     pub(crate) max_body_bytes: usize,

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tracing::Instrument as _;
 
+use super::cloudevents::{DeliveryFormat, FormattedDelivery};
 use super::events::{Params, RawQuery, check};
 use super::subscriptions::{DeliveryView, RejectedAck, check_ack_ids, into_ack_ids, outcome_parts};
 use super::{AppState, subscription_param};
@@ -59,6 +60,8 @@ struct WsQuery {
     /// Deliveries the server may send before the client grants more (default 0).
     #[param(minimum = 0, maximum = 10_000)]
     credits: Option<u64>,
+    /// How `delivery` frames are shaped: `opal` (default) or `cloudevents`.
+    format: Option<DeliveryFormat>,
 }
 
 /// Checks everything that can be answered with a problem (name, query, existence) before
@@ -87,9 +90,10 @@ async fn open(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Problem> {
     let name = subscription_param(subscription)?;
-    let params = Params::parse(query, &["credits"])?;
+    let params = Params::parse(query, &["credits", "format"])?;
     let mut errors = Vec::new();
     let credits = params.integer("credits", 0, 0..=MAX_CREDITS, &mut errors);
+    let format = params.delivery_format(&mut errors);
     check(errors)?;
     state.broker.get_subscription(&name).await?;
     let upgrade = upgrade.map_err(|rejection| {
@@ -106,6 +110,7 @@ async fn open(
         state,
         name,
         credits,
+        format,
     };
     Ok(upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
@@ -122,6 +127,8 @@ struct Session {
     name: SubscriptionName,
     /// Deliveries the client is still willing to take.
     credits: u64,
+    /// How `delivery` frames are shaped.
+    format: DeliveryFormat,
 }
 
 /// How a session ends.
@@ -239,9 +246,10 @@ impl Session {
                     self.credits = self.credits.saturating_sub(deliveries.len() as u64);
                     // One flush for the batch. Deliveries not sent when this returns are
                     // redelivered after their ack deadline, like any unacked delivery.
+                    let format = self.format;
                     let send_all = async {
                         for delivery in deliveries {
-                            socket.feed(Message::Text(delivery_frame(delivery).into())).await?;
+                            socket.feed(Message::Text(delivery_frame(delivery, format).into())).await?;
                         }
                         socket.flush().await
                     };
@@ -488,7 +496,7 @@ struct DeliveryFrame {
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(flatten)]
-    delivery: DeliveryView,
+    delivery: FormattedDelivery<DeliveryView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -511,10 +519,10 @@ struct ErrorFrame<'a> {
     errors: Vec<FieldError>,
 }
 
-fn delivery_frame(delivery: Delivery) -> String {
+fn delivery_frame(delivery: Delivery, format: DeliveryFormat) -> String {
     to_text(&DeliveryFrame {
         kind: "delivery",
-        delivery: delivery.into(),
+        delivery: format.render(delivery),
     })
 }
 

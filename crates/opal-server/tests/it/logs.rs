@@ -54,14 +54,23 @@ async fn requests_are_logged_without_the_key_and_probes_are_not() {
         app.send(request.body(Body::empty()).unwrap()).await.status,
         404
     );
+    let anonymous = Request::get("/v1/topics").header("x-request-id", "log-me-2");
+    assert_eq!(
+        app.send(anonymous.body(Body::empty()).unwrap())
+            .await
+            .status,
+        401
+    );
     let probe = Request::get("/healthz").body(Body::empty()).unwrap();
     assert_eq!(app.send(probe).await.status, 200);
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let line = logs
+    let access: Vec<&str> = logs
         .lines()
-        .find(|l| l.contains("finished processing request"))
-        .unwrap_or_else(|| panic!("no access log line in:\n{logs}"));
+        .filter(|l| l.contains("opal::access"))
+        .collect();
+    assert_eq!(access.len(), 2, "two access-log lines expected in:\n{logs}");
+    let line = access[0];
     for expected in [
         "method=GET",
         "path=/v1/topics/absent",
@@ -71,7 +80,15 @@ async fn requests_are_logged_without_the_key_and_probes_are_not() {
         assert!(line.contains(expected), "{expected} missing from {line}");
     }
     assert!(line.contains("principal=admin"), "{line}");
-    assert!(line.contains("latency="), "{line}");
+    assert!(line.contains("latency_ms="), "{line}");
+    assert!(line.contains(" INFO "), "{line}");
+    for expected in ["status=401", "request_id=log-me-2", "principal=-"] {
+        assert!(
+            access[1].contains(expected),
+            "{expected} missing from {}",
+            access[1]
+        );
+    }
     assert!(!logs.contains(KEY), "the API key was logged:\n{logs}");
     assert!(!logs.contains("/healthz"), "a probe was logged:\n{logs}");
 }

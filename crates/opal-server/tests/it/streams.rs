@@ -683,3 +683,52 @@ async fn ws_closes_with_1001_when_the_server_shuts_down() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn streams_deliver_cloudevents_when_asked() {
+    let server = Server::start().await;
+    server.topic_and_subscription("s", 60_000).await;
+    server.publish_numbers("s", 0..2).await;
+
+    let response = server
+        .get("/v1/subscriptions/s/events?format=cloudevents", true)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = response
+        .bytes_stream()
+        .eventsource()
+        .map(|event| event.expect("a well-formed event"));
+    let delivery = loop {
+        let event = next_event(&mut events).await;
+        if event.event == "delivery" {
+            break delivery_of(&event);
+        }
+    };
+    assert_eq!(delivery["attempt"], 1, "{delivery}");
+    assert_eq!(delivery["event"]["specversion"], "1.0", "{delivery}");
+    assert_eq!(delivery["event"]["data"]["n"], 0, "{delivery}");
+    assert!(delivery.get("message").is_none(), "{delivery}");
+    drop(events);
+    // The SSE stream leased both; the WebSocket gets new ones.
+    server.publish_numbers("s", 2..3).await;
+
+    let mut ws = server
+        .websocket("/v1/subscriptions/s/ws?credits=2&format=cloudevents")
+        .await;
+    let frame = next_json(&mut ws).await;
+    assert_eq!(frame["type"], "delivery", "{frame}");
+    assert_eq!(frame["event"]["specversion"], "1.0", "{frame}");
+    assert!(frame["event"]["id"].is_string(), "{frame}");
+    assert!(frame.get("message").is_none(), "{frame}");
+
+    for path in [
+        "/v1/subscriptions/s/events?format=xml",
+        "/v1/subscriptions/s/ws?format=",
+    ] {
+        let response = server.get(path, true).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["parameter"], "format", "{problem}");
+    }
+    server.stop().await;
+}

@@ -1,0 +1,167 @@
+//! The access log: one event per answered `/v1` request, at target `opal::access`.
+//!
+//! Written as a plain tower layer rather than `tower_http::trace::TraceLayer`, because the access
+//! log sits on every request of the hot path: the request's span is created at `debug` level (so
+//! at the default `info` filter it costs nothing, and a handler's own log lines carry the request's
+//! fields only when debugging), and the one `info` event is emitted when the response is ready,
+//! with everything in its fields. No future is boxed.
+//!
+//! Fields: `method`, `path`, `status`, `latency_ms`, `request_id`, `principal` (who was
+//! authenticated, taken from the response's extensions, where `auth` leaves it). A `5xx` is logged
+//! at `error`. `RUST_LOG=info,opal::access=warn` turns the access log off.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, Uri};
+use axum::response::Response;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+use tracing::instrument::Instrumented;
+
+use crate::auth::Principal;
+
+/// The `tracing` target of access-log events.
+pub(crate) const TARGET: &str = "opal::access";
+
+/// Logs every request that passes through it; see the module documentation.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AccessLogLayer;
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AccessLog<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for AccessLog<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = AccessLogFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // Checked once per request: with the access log filtered out, nothing is copied.
+        let seen = tracing::enabled!(target: TARGET, tracing::Level::INFO).then(|| Seen {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            request_id: request.headers().get("x-request-id").cloned(),
+            start: Instant::now(),
+        });
+        let span = tracing::debug_span!(
+            target: TARGET,
+            "http",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = %RequestId(request.headers().get("x-request-id")),
+            principal = tracing::field::Empty,
+        );
+        AccessLogFuture {
+            inner: self.inner.call(request).instrument(span),
+            seen,
+        }
+    }
+}
+
+/// What the log line needs from the request, kept until the response is ready.
+#[derive(Debug)]
+struct Seen {
+    method: Method,
+    uri: Uri,
+    request_id: Option<HeaderValue>,
+    start: Instant,
+}
+
+pin_project_lite::pin_project! {
+    #[derive(Debug)]
+    pub(crate) struct AccessLogFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        seen: Option<Seen>,
+    }
+}
+
+impl<F, E> Future for AccessLogFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        if let (Some(seen), Ok(response)) = (this.seen.take(), &result) {
+            log(&seen, response);
+        }
+        Poll::Ready(result)
+    }
+}
+
+fn log(seen: &Seen, response: &Response) {
+    let status = response.status();
+    let latency_ms = seen.start.elapsed().as_secs_f64() * 1000.0;
+    let principal = Caller(response.extensions().get::<Principal>());
+    let request_id = RequestId(seen.request_id.as_ref());
+    let path = seen.uri.path();
+    if status.is_server_error() {
+        tracing::error!(
+            target: TARGET,
+            method = %seen.method,
+            path = %path,
+            status = status.as_u16(),
+            latency_ms,
+            %request_id,
+            %principal,
+            "request failed"
+        );
+    } else {
+        tracing::info!(
+            target: TARGET,
+            method = %seen.method,
+            path = %path,
+            status = status.as_u16(),
+            latency_ms,
+            %request_id,
+            %principal,
+            "request"
+        );
+    }
+}
+
+/// The request id as text (`-` when absent or not visible ASCII), without allocating.
+struct RequestId<'a>(Option<&'a HeaderValue>);
+
+impl fmt::Display for RequestId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.and_then(|v| v.to_str().ok()).unwrap_or("-"))
+    }
+}
+
+/// The authenticated caller, `-` when the request was not authenticated.
+struct Caller<'a>(Option<&'a Principal>);
+
+impl fmt::Display for Caller<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(principal) => fmt::Display::fmt(principal, f),
+            None => f.write_str("-"),
+        }
+    }
+}
