@@ -10,6 +10,8 @@ pub enum BrokerError {
     TopicNotFound(String),
     #[error("subscription `{0}` does not exist")]
     SubscriptionNotFound(String),
+    #[error("app `{0}` does not exist")]
+    AppNotFound(String),
     #[error("{kind} `{name}` already exists with different settings")]
     Conflict { kind: &'static str, name: String },
     #[error("{kind} `{name}` is in use by {by}")]

@@ -15,6 +15,7 @@ mod message;
 mod names;
 mod partition;
 mod subscription;
+pub mod tenancy;
 mod topic;
 
 #[cfg(feature = "conformance")]
@@ -27,7 +28,7 @@ pub use error::BrokerError;
 pub use filter::Filter;
 pub use limits::Limits;
 pub use message::{AckId, DataEncoding, Message, NewMessage, PublishResult};
-pub use names::{SubscriptionName, TopicName};
+pub use names::{APP_SEPARATOR, AppName, SubscriptionName, TopicName};
 pub use partition::partition_for_key;
 pub use subscription::{
     AckOutcome, AckRejection, Delivery, Settle, StartPosition, Subscription, SubscriptionConfig,

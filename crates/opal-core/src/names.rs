@@ -12,11 +12,15 @@ pub(crate) fn is_plain_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
-fn validate(kind: &str, name: &str) -> Result<(), BrokerError> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
+/// The separator between an app and a resource name in a qualified name, `<app>/<name>`.
+pub const APP_SEPARATOR: char = '/';
+
+/// Checks one plain name: 1 to `max` of `[A-Za-z0-9._-]`, not starting with a dot.
+fn validate_plain(kind: &str, name: &str, max: usize) -> Result<(), BrokerError> {
+    if name.is_empty() || name.len() > max {
         return Err(BrokerError::invalid(
             kind,
-            format!("must be 1 to {MAX_NAME_LEN} characters long"),
+            format!("must be 1 to {max} characters long"),
         ));
     }
     // Names end up in file paths and URLs: keep them to a set that needs no escaping anywhere.
@@ -32,11 +36,52 @@ fn validate(kind: &str, name: &str) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// A resource name: a plain name, or one qualified by the app that owns it (`<app>/<name>`),
+/// 200 characters at most in all.
+fn validate(kind: &str, name: &str) -> Result<(), BrokerError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(BrokerError::invalid(
+            kind,
+            format!("must be 1 to {MAX_NAME_LEN} characters long (with its app, if qualified)"),
+        ));
+    }
+    match name.split_once(APP_SEPARATOR) {
+        None => validate_plain(kind, name, MAX_NAME_LEN),
+        Some((app, rest)) => {
+            validate_plain(&format!("{kind} (its app part)"), app, MAX_APP_NAME_LEN)?;
+            if rest.contains(APP_SEPARATOR) {
+                return Err(BrokerError::invalid(
+                    kind,
+                    "may contain at most one '/' (between an app and a name)",
+                ));
+            }
+            validate_plain(kind, rest, MAX_NAME_LEN)
+        }
+    }
+}
+
+const MAX_APP_NAME_LEN: usize = 63;
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $ty:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $ty(String);
+
+        impl TryFrom<String> for $ty {
+            type Error = BrokerError;
+
+            fn try_from(name: String) -> Result<Self, Self::Error> {
+                Self::new(name)
+            }
+        }
+
+        impl From<$ty> for String {
+            fn from(name: $ty) -> String {
+                name.0
+            }
+        }
 
         impl $ty {
             pub fn new(name: impl Into<String>) -> Result<Self, BrokerError> {
@@ -45,8 +90,24 @@ macro_rules! name_type {
                 Ok(Self(name))
             }
 
+            /// `<app>/<name>`.
+            pub fn qualified(app: &AppName, name: &str) -> Result<Self, BrokerError> {
+                validate_plain($kind, name, MAX_NAME_LEN)?;
+                Self::new(format!("{app}{APP_SEPARATOR}{name}"))
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            /// The app part of a qualified name.
+            pub fn app(&self) -> Option<&str> {
+                self.0.split_once(APP_SEPARATOR).map(|(app, _)| app)
+            }
+
+            /// The name without its app part.
+            pub fn short(&self) -> &str {
+                self.0.split_once(APP_SEPARATOR).map_or(&self.0, |(_, name)| name)
             }
         }
 
@@ -58,13 +119,61 @@ macro_rules! name_type {
     };
 }
 
+/// An app's (tenant's) name: 1 to 63 of `[A-Za-z0-9._-]`, not starting with a dot.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
+pub struct AppName(String);
+
+impl TryFrom<String> for AppName {
+    type Error = BrokerError;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        AppName::new(name)
+    }
+}
+
+impl From<AppName> for String {
+    fn from(name: AppName) -> String {
+        name.0
+    }
+}
+
+impl AppName {
+    /// The app that owns what the bootstrap admin key creates.
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn new(name: impl Into<String>) -> Result<Self, BrokerError> {
+        let name = name.into();
+        validate_plain("app", &name, MAX_APP_NAME_LEN)?;
+        Ok(AppName(name))
+    }
+
+    pub fn default_app() -> Self {
+        AppName(Self::DEFAULT.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 name_type!(
-    /// A topic's name: 1 to 200 of `[A-Za-z0-9._-]`, not starting with a dot.
+    /// A topic's name: 1 to 200 of `[A-Za-z0-9._-]`, not starting with a dot, optionally
+    /// qualified by its app (`<app>/<name>`).
     TopicName,
     "topic"
 );
 name_type!(
-    /// A subscription's name: 1 to 200 of `[A-Za-z0-9._-]`, not starting with a dot.
+    /// A subscription's name: 1 to 200 of `[A-Za-z0-9._-]`, not starting with a dot, optionally
+    /// qualified by its app (`<app>/<name>`).
     SubscriptionName,
     "subscription"
 );
@@ -80,8 +189,34 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        for bad in ["", ".hidden", "a/b", "a b", "ü", &"x".repeat(201)] {
+        for bad in [
+            "",
+            ".hidden",
+            "a/b/c",
+            "/b",
+            "a/",
+            "a/.b",
+            ".a/b",
+            "a b",
+            "ü",
+            &"x".repeat(201),
+            &format!("{}/b", "a".repeat(64)),
+        ] {
             assert!(TopicName::new(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn qualified_names_have_an_app_and_a_short_name() {
+        let app = AppName::new("acme").unwrap();
+        let name = TopicName::qualified(&app, "orders.v1").unwrap();
+        assert_eq!(name.as_str(), "acme/orders.v1");
+        assert_eq!((name.app(), name.short()), (Some("acme"), "orders.v1"));
+        assert_eq!(TopicName::new("acme/orders.v1").unwrap(), name);
+        let plain = SubscriptionName::new("s").unwrap();
+        assert_eq!((plain.app(), plain.short()), (None, "s"));
+        assert!(TopicName::qualified(&app, "x/y").is_err());
+        assert!(AppName::new("a/b").is_err());
+        assert!(AppName::new("a".repeat(64)).is_err());
     }
 }

@@ -17,6 +17,7 @@ mod scheduler;
 mod settle;
 mod stats;
 mod subscription;
+mod tenancy_store;
 mod topic;
 
 pub use broker::EmbeddedBroker;

@@ -121,7 +121,7 @@ pub(crate) struct MetaStore {
 }
 
 /// A read lock on the open database.
-struct Db<'a>(RwLockReadGuard<'a, Option<Database>>);
+pub(crate) struct Db<'a>(RwLockReadGuard<'a, Option<Database>>);
 
 impl std::ops::Deref for Db<'_> {
     type Target = Database;
@@ -132,11 +132,14 @@ impl std::ops::Deref for Db<'_> {
     }
 }
 
-fn encode<T: Serialize>(row: &T) -> Result<Vec<u8>, EmbeddedError> {
+pub(crate) fn encode<T: Serialize>(row: &T) -> Result<Vec<u8>, EmbeddedError> {
     serde_json::to_vec(row).map_err(|e| EmbeddedError::CorruptMeta(e.to_string()))
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, EmbeddedError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, EmbeddedError> {
     serde_json::from_slice(bytes).map_err(|e| EmbeddedError::CorruptMeta(format!("{what}: {e}")))
 }
 
@@ -163,6 +166,7 @@ impl MetaStore {
             txn.open_table(DEDUP)?;
             txn.open_table(DEDUP_PENDING)?;
             txn.open_table(DEDUP_EXPIRY)?;
+            crate::tenancy_store::open_tables(txn)?;
             let mut settings = txn.open_table(SETTINGS)?;
             let found = settings.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
             match found {
@@ -181,7 +185,7 @@ impl MetaStore {
         Ok(store)
     }
 
-    fn db(&self) -> Result<Db<'_>, EmbeddedError> {
+    pub(crate) fn db(&self) -> Result<Db<'_>, EmbeddedError> {
         let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             return Err(EmbeddedError::Closed);
@@ -194,7 +198,7 @@ impl MetaStore {
         self.db.write().unwrap_or_else(|e| e.into_inner()).take();
     }
 
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, EmbeddedError>,
     ) -> Result<T, EmbeddedError> {

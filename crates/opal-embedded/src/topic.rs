@@ -43,8 +43,12 @@ pub(crate) struct OpenTopic {
     pub(crate) duplicates: AtomicU64,
 }
 
+/// A topic's directory. A qualified name's `/` becomes `+` (which plain names never contain), so
+/// that every topic has its own directory directly under `topics/`, never one inside another's.
 pub(crate) fn topic_dir(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join("topics").join(name)
+    data_dir
+        .join("topics")
+        .join(name.replace(opal_core::APP_SEPARATOR, "+"))
 }
 
 /// Removes a topic's directory (logs closed or never opened), if there is one.

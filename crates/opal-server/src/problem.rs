@@ -248,9 +248,9 @@ impl From<BrokerError> for Problem {
                 ref reason,
             } => Problem::new(ProblemKind::InvalidRequest, err.to_string())
                 .with_error(FieldError::from_field(field, reason.clone())),
-            BrokerError::TopicNotFound(_) | BrokerError::SubscriptionNotFound(_) => {
-                Problem::new(ProblemKind::NotFound, err.to_string())
-            }
+            BrokerError::TopicNotFound(_)
+            | BrokerError::SubscriptionNotFound(_)
+            | BrokerError::AppNotFound(_) => Problem::new(ProblemKind::NotFound, err.to_string()),
             BrokerError::Conflict { .. } | BrokerError::InUse { .. } => {
                 Problem::new(ProblemKind::Conflict, err.to_string())
             }
