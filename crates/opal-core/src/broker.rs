@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    AckId, AckOutcome, BrokerError, Delivery, Message, NewMessage, PublishResult, Settle,
+    AckId, AckOutcome, AppName, BrokerError, Delivery, Message, NewMessage, PublishResult, Settle,
     StartPosition, Subscription, SubscriptionConfig, SubscriptionName, SubscriptionStats, Topic,
     TopicConfig, TopicName, TopicStats,
 };
@@ -48,9 +48,11 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         expected_revision: Option<u64>,
     ) -> Result<(), BrokerError>;
 
-    /// Topics in name order, starting after `after`, at most `limit`.
+    /// Topics in name order, starting after `after`, at most `limit`; with `app`, only the
+    /// topics qualified by that app (`<app>/…`).
     async fn list_topics(
         &self,
+        app: Option<&AppName>,
         after: Option<&TopicName>,
         limit: usize,
     ) -> Result<Vec<Topic>, BrokerError>;
@@ -104,9 +106,11 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         expected_revision: Option<u64>,
     ) -> Result<(), BrokerError>;
 
-    /// Subscriptions in name order, starting after `after`, at most `limit`.
+    /// Subscriptions in name order, starting after `after`, at most `limit`; with `app`, only the
+    /// subscriptions qualified by that app (`<app>/…`).
     async fn list_subscriptions(
         &self,
+        app: Option<&AppName>,
         after: Option<&SubscriptionName>,
         limit: usize,
     ) -> Result<Vec<Subscription>, BrokerError>;

@@ -29,16 +29,24 @@ const DEAD_LETTER_ATTRIBUTES: [&str; 5] = [
 pub struct RedriveOutcome {
     /// Messages published back to their source topic and acked on the dead-letter subscription.
     pub moved: usize,
+    /// Messages handed back untouched: not dead letters, or from a topic `may_publish` refused.
+    pub skipped: usize,
 }
 
 /// Moves up to `max` messages from `subscription` (a subscription on a dead-letter topic) back
 /// to the topics they came from: each is published again (same data, key and attributes, without
 /// the dead-letter attributes), then acked. A crash between the two publishes again at most,
 /// and the original id as dedup id absorbs that inside the source topic's window.
+///
+/// `may_publish` says which source topics the caller may publish to: the attributes of a message
+/// on a dead-letter topic are whatever was published there, so they must not open a way into a
+/// topic the caller could not publish to directly. Messages it refuses, and messages that are not
+/// dead letters, are handed back untouched; redrive stops at the first pull that moves nothing.
 pub async fn redrive(
     broker: &dyn Broker,
     subscription: &SubscriptionName,
     max: usize,
+    may_publish: &(dyn Fn(&TopicName) -> bool + Sync),
 ) -> Result<RedriveOutcome, BrokerError> {
     let mut outcome = RedriveOutcome::default();
     while outcome.moved < max {
@@ -51,8 +59,14 @@ pub async fn redrive(
         let mut done: Vec<AckId> = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let message = delivery.message;
-            let Some(source) = message.attributes.get(SOURCE_TOPIC) else {
-                // Not a dead letter: hand it back untouched for someone else.
+            let source = message
+                .attributes
+                .get(SOURCE_TOPIC)
+                .and_then(|s| TopicName::new(s.clone()).ok())
+                .filter(|topic| may_publish(topic));
+            let Some(topic) = source else {
+                // Not a dead letter (or not one this caller may move): hand it back untouched.
+                outcome.skipped += 1;
                 broker
                     .settle(
                         subscription,
@@ -64,7 +78,6 @@ pub async fn redrive(
                     .await?;
                 continue;
             };
-            let topic = TopicName::new(source.clone())?;
             let dedup_id = message
                 .attributes
                 .get(ORIGINAL_ID)
@@ -86,9 +99,11 @@ pub async fn redrive(
             done.push(delivery.ack_id);
             outcome.moved += 1;
         }
-        if !done.is_empty() {
-            broker.settle(subscription, &done, Settle::Ack).await?;
+        if done.is_empty() {
+            // Only skipped ones: pulling again would hand the same ones back, forever.
+            break;
         }
+        broker.settle(subscription, &done, Settle::Ack).await?;
     }
     Ok(outcome)
 }

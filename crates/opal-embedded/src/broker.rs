@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use opal_core::{
-    AckId, AckOutcome, Broker, BrokerError, Clock, Created, Delivery, Message, NewMessage,
+    AckId, AckOutcome, AppName, Broker, BrokerError, Clock, Created, Delivery, Message, NewMessage,
     PublishResult, Settle, StartPosition, Subscription, SubscriptionConfig, SubscriptionName,
     SubscriptionStats, Topic, TopicConfig, TopicName, TopicStats,
 };
@@ -317,10 +317,11 @@ impl Broker for EmbeddedBroker {
 
     async fn list_topics(
         &self,
+        app: Option<&AppName>,
         after: Option<&TopicName>,
         limit: usize,
     ) -> Result<Vec<Topic>, BrokerError> {
-        Ok(self.topics_after(after, limit))
+        Ok(self.topics_after(app, after, limit))
     }
 
     async fn read_messages(
@@ -420,10 +421,11 @@ impl Broker for EmbeddedBroker {
 
     async fn list_subscriptions(
         &self,
+        app: Option<&AppName>,
         after: Option<&SubscriptionName>,
         limit: usize,
     ) -> Result<Vec<Subscription>, BrokerError> {
-        Ok(self.subscriptions_after(after, limit))
+        Ok(self.subscriptions_after(app, after, limit))
     }
 
     async fn pull(

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use opal_core::{
-    BrokerError, Message, StartPosition, Subscription, SubscriptionConfig, SubscriptionName, Topic,
-    TopicConfig, TopicName,
+    AppName, BrokerError, Message, StartPosition, Subscription, SubscriptionConfig,
+    SubscriptionName, Topic, TopicConfig, TopicName,
 };
 
 use crate::EmbeddedBroker;
@@ -119,11 +119,17 @@ impl EmbeddedBroker {
         Ok(())
     }
 
-    pub(crate) fn topics_after(&self, after: Option<&TopicName>, limit: usize) -> Vec<Topic> {
+    pub(crate) fn topics_after(
+        &self,
+        app: Option<&AppName>,
+        after: Option<&TopicName>,
+        limit: usize,
+    ) -> Vec<Topic> {
         let topics = self.inner.topics.read().unwrap_or_else(|e| e.into_inner());
         let mut names: Vec<&String> = topics
             .keys()
             .filter(|n| after.is_none_or(|a| n.as_str() > a.as_str()))
+            .filter(|n| app.is_none_or(|app| owned_by(n, app)))
             .collect();
         names.sort_unstable();
         names
@@ -210,6 +216,7 @@ impl EmbeddedBroker {
 
     pub(crate) fn subscriptions_after(
         &self,
+        app: Option<&AppName>,
         after: Option<&SubscriptionName>,
         limit: usize,
     ) -> Vec<Subscription> {
@@ -221,6 +228,7 @@ impl EmbeddedBroker {
         let mut names: Vec<&String> = subscriptions
             .keys()
             .filter(|n| after.is_none_or(|a| n.as_str() > a.as_str()))
+            .filter(|n| app.is_none_or(|app| owned_by(n, app)))
             .collect();
         names.sort_unstable();
         names
@@ -260,4 +268,10 @@ impl EmbeddedBroker {
         }
         Ok(out)
     }
+}
+
+/// Whether a stored name is qualified by `app`.
+fn owned_by(name: &str, app: &AppName) -> bool {
+    name.split_once(opal_core::APP_SEPARATOR)
+        .is_some_and(|(owner, _)| owner == app.as_str())
 }

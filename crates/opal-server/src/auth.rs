@@ -1,80 +1,141 @@
 //! Who is calling: the one place that checks credentials and names the caller.
+//!
+//! Two kinds of key exist. App keys (`opal_<key id>_<secret>`) are looked up by id and their
+//! SHA-256 compared in constant time; their record says the app, the scopes and whether the key
+//! is still valid. The bootstrap admin key (given or generated at first start) is compared by its
+//! SHA-256 alone; it acts for the `default` app with the `admin` scope.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use opal_core::tenancy::{KeyId, KeyStatus, Scope};
+use opal_core::{AppName, SubscriptionName, TopicName};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::http::AppState;
 use crate::problem::{Problem, ProblemKind};
+use crate::tenancy::{Tenancy, parse_key};
 
-/// The authenticated caller of a request. Today only the bootstrap admin exists; apps and their
-/// scoped keys will become further variants, and handlers will check scopes against them.
+/// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Principal {
-    /// The holder of the bootstrap admin key: may do everything.
-    Admin,
+pub(crate) struct Principal {
+    /// The app the caller acts for: short names are this app's.
+    pub(crate) app: AppName,
+    /// The key used; `None` for the bootstrap admin key.
+    pub(crate) key: Option<KeyId>,
+    pub(crate) scopes: Arc<[Scope]>,
 }
 
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Principal::Admin => f.write_str("admin"),
+        match &self.key {
+            None => f.write_str("admin"),
+            Some(id) => write!(f, "{}:{id}", self.app),
         }
     }
 }
 
-/// Checks credentials. Keys are 256-bit random secrets, so storing their SHA-256 is enough (no
-/// slow password hash) and a check costs microseconds.
-pub(crate) struct Authenticator {
-    admin_key_hash: [u8; 32],
-}
-
-impl fmt::Debug for Authenticator {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authenticator").finish_non_exhaustive()
-    }
-}
-
-impl Authenticator {
-    pub(crate) fn new(admin_key_hash: [u8; 32]) -> Self {
-        Authenticator { admin_key_hash }
-    }
-
-    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Problem> {
-        let Some(value) = headers.get(AUTHORIZATION) else {
-            return Err(unauthorized(
-                "this endpoint needs an `Authorization: Bearer <key>` header",
-                false,
-            ));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty());
-        let Some(token) = token else {
-            return Err(unauthorized(
-                "the `Authorization` header must have the form `Bearer <key>`",
-                true,
-            ));
-        };
-        let hash = Sha256::digest(token.as_bytes());
-        // Constant time, so response timing reveals nothing about how much of the hash matched.
-        if bool::from(hash.as_slice().ct_eq(&self.admin_key_hash)) {
-            Ok(Principal::Admin)
-        } else {
-            Err(unauthorized("the API key is not valid", true))
+impl Principal {
+    pub(crate) fn bootstrap_admin() -> Self {
+        Principal {
+            app: AppName::default_app(),
+            key: None,
+            scopes: Arc::from([Scope::Admin]),
         }
     }
+
+    pub(crate) fn is_admin(&self) -> bool {
+        self.scopes.contains(&Scope::Admin)
+    }
+
+    pub(crate) fn may_manage(&self) -> bool {
+        self.is_admin() || self.scopes.contains(&Scope::Manage)
+    }
+
+    pub(crate) fn may_read(&self) -> bool {
+        self.may_manage() || self.scopes.contains(&Scope::Read)
+    }
+
+    /// Publishing to a topic named `raw` (as given in the path).
+    pub(crate) fn may_publish(&self, raw: &str) -> bool {
+        self.is_admin()
+            || self
+                .scopes
+                .iter()
+                .any(|s| matches!(s, Scope::Publish(p) if p.matches(raw)))
+    }
+
+    /// Consuming from a subscription named `raw` (as given in the path).
+    pub(crate) fn may_consume(&self, raw: &str) -> bool {
+        self.is_admin()
+            || self
+                .scopes
+                .iter()
+                .any(|s| matches!(s, Scope::Consume(p) if p.matches(raw)))
+    }
+
+    /// The stored name of a topic named `raw` by this caller: a short name is the caller's own
+    /// app's; `<app>/<name>` names another app's, which only admins reach this way. For anyone
+    /// else it does not exist, whether it does or not.
+    pub(crate) fn topic(&self, raw: &str) -> Result<TopicName, Problem> {
+        if raw.contains(opal_core::APP_SEPARATOR) {
+            let name = TopicName::new(raw).map_err(|e| Problem::invalid_parameter("topic", e))?;
+            if self.is_admin() || name.app() == Some(self.app.as_str()) {
+                return Ok(name);
+            }
+            return Err(not_found("topic", raw));
+        }
+        TopicName::qualified(&self.app, raw).map_err(|e| Problem::invalid_parameter("topic", e))
+    }
+
+    /// As [`Principal::topic`], for a subscription.
+    pub(crate) fn subscription(&self, raw: &str) -> Result<SubscriptionName, Problem> {
+        if raw.contains(opal_core::APP_SEPARATOR) {
+            let name = SubscriptionName::new(raw)
+                .map_err(|e| Problem::invalid_parameter("subscription", e))?;
+            if self.is_admin() || name.app() == Some(self.app.as_str()) {
+                return Ok(name);
+            }
+            return Err(not_found("subscription", raw));
+        }
+        SubscriptionName::qualified(&self.app, raw)
+            .map_err(|e| Problem::invalid_parameter("subscription", e))
+    }
+
+    /// How this caller sees a stored topic name: short if it is the caller's app's.
+    pub(crate) fn local_topic(&self, name: &TopicName) -> TopicName {
+        match name.app() {
+            Some(app) if app == self.app.as_str() => {
+                TopicName::new(name.short()).unwrap_or_else(|_| name.clone())
+            }
+            _ => name.clone(),
+        }
+    }
+
+    /// How this caller sees a stored subscription name: short if it is the caller's app's.
+    pub(crate) fn local_subscription(&self, name: &SubscriptionName) -> SubscriptionName {
+        match name.app() {
+            Some(app) if app == self.app.as_str() => {
+                SubscriptionName::new(name.short()).unwrap_or_else(|_| name.clone())
+            }
+            _ => name.clone(),
+        }
+    }
+}
+
+fn not_found(kind: &str, raw: &str) -> Problem {
+    Problem::new(
+        ProblemKind::NotFound,
+        format!("{kind} `{raw}` does not exist"),
+    )
 }
 
 fn unauthorized(detail: &str, invalid_token: bool) -> Problem {
@@ -87,14 +148,92 @@ fn unauthorized(detail: &str, invalid_token: bool) -> Problem {
     Problem::new(ProblemKind::Unauthorized, detail).with_header(WWW_AUTHENTICATE, challenge)
 }
 
-/// Middleware guarding every `/v1` route: authenticates, hands the [`Principal`] to the handlers
-/// through the request's extensions and to the access log through the response's.
+/// The bearer token of a request.
+fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Err(unauthorized(
+            "this endpoint needs an `Authorization: Bearer <key>` header",
+            false,
+        ));
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            unauthorized(
+                "the `Authorization` header must have the form `Bearer <key>`",
+                true,
+            )
+        })
+}
+
+/// Checks a presented key. Failures say only what the holder of that exact key may learn.
+pub(crate) fn authenticate(
+    tenancy: &Tenancy,
+    admin_key_hash: &[u8; 32],
+    headers: &HeaderMap,
+) -> Result<Principal, Problem> {
+    let token = bearer(headers)?;
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if let Some(id) = parse_key(token)
+        && let Some(key) = tenancy.key(&id)
+        // Constant time, so response timing reveals nothing about how much of the hash matched.
+        && bool::from(hash.as_slice().ct_eq(&key.hash))
+    {
+        return match key.status(tenancy.clock.now_ms()) {
+            KeyStatus::Active => Ok(Principal {
+                app: key.app.clone(),
+                key: Some(key.id.clone()),
+                scopes: Arc::from(key.scopes.as_slice()),
+            }),
+            KeyStatus::Expired => Err(unauthorized("the API key has expired", true)),
+            KeyStatus::Revoked => Err(unauthorized("the API key was revoked", true)),
+        };
+    }
+    if bool::from(hash.as_slice().ct_eq(admin_key_hash)) {
+        return Ok(Principal::bootstrap_admin());
+    }
+    Err(unauthorized("the API key is not valid", true))
+}
+
+/// The client's address, when the server was started with connection info (tests driving the
+/// router directly have none).
+pub(crate) fn client_addr(request_extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    request_extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr)
+}
+
+fn client_ip(request: &Request) -> Option<IpAddr> {
+    client_addr(request.extensions()).map(|a| a.ip())
+}
+
+/// Middleware guarding every `/v1` route: refuses addresses that failed too often, authenticates,
+/// hands the [`Principal`] to the handlers through the request's extensions and to the access log
+/// through the response's.
 pub(crate) async fn require_principal(
-    State(authenticator): State<Arc<Authenticator>>,
+    State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    match authenticator.authenticate(request.headers()) {
+    let tenancy = &state.tenancy;
+    if let Err(problem) = tenancy.ensure_loaded().await {
+        return problem.into_response();
+    }
+    let ip = client_ip(&request);
+    if let Some(wait) = ip.and_then(|ip| tenancy.quotas.auth_blocked(ip)) {
+        return Problem::new(
+            ProblemKind::RateLimited,
+            "too many failed authentications from this address; wait before trying again",
+        )
+        .with_retry_after(wait.secs())
+        .into_response();
+    }
+    match authenticate(tenancy, &state.admin_key_hash, request.headers()) {
         Ok(principal) => {
             tracing::Span::current().record("principal", tracing::field::display(&principal));
             request.extensions_mut().insert(principal.clone());
@@ -103,12 +242,17 @@ pub(crate) async fn require_principal(
             response.extensions_mut().insert(principal);
             response
         }
-        Err(problem) => problem.into_response(),
+        Err(problem) => {
+            if let Some(ip) = ip {
+                tenancy.quotas.auth_failed(ip);
+            }
+            problem.into_response()
+        }
     }
 }
 
-/// Handlers that need to know the caller (for scope checks) take a `Principal` argument. It fails
-/// closed: a route left outside [`require_principal`] answers 401 instead of running unguarded.
+/// Handlers that need to know the caller take a `Principal` argument. It fails closed: a route
+/// left outside [`require_principal`] answers 401 instead of running unguarded.
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = Problem;
 
@@ -124,50 +268,55 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
 
-    fn authenticator() -> Authenticator {
-        Authenticator::new(Sha256::digest(b"s3cret").into())
-    }
-
-    fn headers(authorization: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, HeaderValue::from_str(authorization).unwrap());
-        headers
-    }
-
-    #[test]
-    fn the_right_key_in_any_scheme_case_is_the_admin() {
-        for value in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret "] {
-            assert_eq!(
-                authenticator().authenticate(&headers(value)).unwrap(),
-                Principal::Admin
-            );
+    fn principal(scopes: &[&str]) -> Principal {
+        Principal {
+            app: AppName::new("acme").unwrap(),
+            key: Some(KeyId::new("abcdefghij01").unwrap()),
+            scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
         }
     }
 
     #[test]
-    fn missing_malformed_and_wrong_credentials_are_refused() {
-        let auth = authenticator();
-        assert!(auth.authenticate(&HeaderMap::new()).is_err());
-        for value in [
-            "Bearer",
-            "Bearer ",
-            "Basic s3cret",
-            "s3cret",
-            "Bearer s3cret2",
-        ] {
-            assert!(
-                auth.authenticate(&headers(value)).is_err(),
-                "{value:?} was accepted"
-            );
-        }
+    fn short_names_are_the_callers_and_foreign_ones_do_not_exist_for_it() {
+        let p = principal(&["manage"]);
+        assert_eq!(p.topic("orders").unwrap().as_str(), "acme/orders");
+        assert_eq!(p.topic("acme/orders").unwrap().as_str(), "acme/orders");
+        let foreign = p.topic("isv1/orders").unwrap_err();
+        assert_eq!(foreign.kind(), ProblemKind::NotFound);
+        assert_eq!(
+            Principal::bootstrap_admin()
+                .subscription("isv1/s")
+                .unwrap()
+                .as_str(),
+            "isv1/s"
+        );
+        assert_eq!(
+            p.local_topic(&TopicName::new("acme/orders").unwrap())
+                .as_str(),
+            "orders"
+        );
+        assert_eq!(
+            p.local_topic(&TopicName::new("isv1/orders").unwrap())
+                .as_str(),
+            "isv1/orders"
+        );
     }
 
     #[test]
-    fn debug_output_hides_the_key_hash() {
-        assert_eq!(format!("{:?}", authenticator()), "Authenticator { .. }");
+    fn scopes_decide_what_a_key_may_do() {
+        let p = principal(&["publish:orders.*", "consume:billing"]);
+        assert!(p.may_publish("orders.created") && !p.may_publish("billing"));
+        assert!(p.may_consume("billing") && !p.may_consume("orders.created"));
+        assert!(!p.may_read() && !p.may_manage() && !p.is_admin());
+        let reader = principal(&["read"]);
+        assert!(reader.may_read() && !reader.may_manage());
+        let manager = principal(&["manage"]);
+        assert!(manager.may_read() && !manager.may_publish("x"));
+        let admin = Principal::bootstrap_admin();
+        assert!(admin.may_publish("x") && admin.may_consume("y") && admin.may_manage());
+        assert_eq!(admin.to_string(), "admin");
+        assert_eq!(p.to_string(), "acme:abcdefghij01");
     }
 }

@@ -13,7 +13,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware;
 use axum::serve::ListenerExt as _;
-use opal_core::{Broker, Limits};
+use opal_core::tenancy::Directory;
+use opal_core::{Broker, Clock, Limits};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -22,15 +23,17 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 mod access_log;
 mod auth;
+mod authz;
 mod http;
 mod json;
 mod layers;
 mod openapi;
 mod path;
 mod problem;
+mod tenancy;
 
-use crate::auth::Authenticator;
 use crate::http::AppState;
+use crate::tenancy::Tenancy;
 
 /// The settings of the HTTP server.
 #[derive(Clone)]
@@ -53,6 +56,8 @@ pub struct ServerConfig {
     /// (default 30 s). A slower client is answered `408` and disconnected. The time a handler
     /// takes to answer (a long-poll waiting up to `limits.max_wait_ms`, a stream) is not counted.
     pub request_timeout_ms: u64,
+    /// The clock of key expiry, rate limits and audit times (tests use a manual one).
+    pub clock: Clock,
 }
 
 impl ServerConfig {
@@ -68,6 +73,7 @@ impl ServerConfig {
             cors_origins: Vec::new(),
             compression: true,
             request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
+            clock: Clock::system(),
         }
     }
 
@@ -130,6 +136,7 @@ pub async fn run(
     listener: TcpListener,
     config: ServerConfig,
     broker: Arc<dyn Broker>,
+    directory: Arc<dyn Directory>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     config.validate()?;
@@ -140,17 +147,22 @@ pub async fn run(
             tracing::debug!(%err, "could not set TCP_NODELAY");
         }
     });
-    let app = router(config, broker, shutdown.clone());
+    let app = router(config, broker, directory, shutdown.clone());
     tracing::info!(%addr, "serving HTTP");
     // Slow request *bodies* are cut off by `layers` (`request_timeout_ms`). Slow request
     // *headers* are not: hyper's header read timeout needs a timer on its connection builder,
     // which `axum::serve` neither sets nor exposes. Bounding them means serving connections with
     // hyper-util directly (`http1().timer(TokioTimer).header_read_timeout(..)`), or running
     // behind a proxy that bounds them.
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(ServerError::Serve)?;
+    // Connection info gives the client's address to the failed-authentication limit and the audit
+    // trail.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .map_err(ServerError::Serve)?;
     tracing::info!(%addr, "HTTP server drained");
     Ok(())
 }
@@ -160,19 +172,30 @@ pub async fn run(
 pub fn router(
     config: ServerConfig,
     broker: Arc<dyn Broker>,
+    directory: Arc<dyn Directory>,
     shutdown: CancellationToken,
 ) -> Router {
+    let tenancy = Arc::new(Tenancy::new(
+        directory,
+        Arc::clone(&broker),
+        config.clock.clone(),
+    ));
     let state = AppState::new(http::Shared {
         broker,
+        tenancy,
+        admin_key_hash: config.admin_key_hash,
         limits: config.limits,
         max_body_bytes: config.max_body_bytes,
         shutdown,
     });
-    let authenticator = Arc::new(Authenticator::new(config.admin_key_hash));
-    let v1 = http::v1_router().layer(middleware::from_fn_with_state(
-        authenticator,
-        auth::require_principal,
-    ));
+    // Route layers, so that unknown paths are a plain 404 and the matched route is known to
+    // `authorize`; authentication runs first.
+    let v1 = http::v1_router()
+        .route_layer(middleware::from_fn(authz::authorize))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_principal,
+        ));
     let app = Router::new()
         .merge(v1)
         // Unauthenticated: the OpenAPI document (`GET /openapi.json`).

@@ -56,17 +56,33 @@ use crate::problem::{PROBLEM_JSON, Problem};
         crate::http::subscriptions::redrive,
         crate::http::events::events,
         crate::http::ws::open,
+        crate::http::grants::create_grant,
+        crate::http::grants::list_grants,
+        crate::http::grants::delete_grant,
+        crate::http::apps::create_app,
+        crate::http::apps::list_apps,
+        crate::http::apps::get_app,
+        crate::http::apps::update_app,
+        crate::http::apps::delete_app,
+        crate::http::keys::create_key,
+        crate::http::keys::list_keys,
+        crate::http::keys::get_key,
+        crate::http::keys::revoke_key,
+        crate::http::keys::rotate_key,
+        crate::http::audit::read_audit,
     ),
     components(
         schemas(Problem),
         responses(
             BadRequest,
             Unauthorized,
+            Forbidden,
             NotFound,
             Conflict,
             PreconditionFailed,
             PayloadTooLarge,
             UnsupportedMediaType,
+            TooManyRequests,
             Unavailable
         )
     ),
@@ -78,6 +94,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         (name = "messages", description = "Publishing and browsing."),
         (name = "subscriptions", description = "Named cursors over a topic, with ack state."),
         (name = "consuming", description = "Pull, settle, seek, redrive and stream deliveries."),
+        (name = "apps", description = "Apps (tenants), their API keys, and the audit trail."),
     )
 )]
 struct ApiDoc;
@@ -190,7 +207,12 @@ impl Modify for V1Conventions {
                     Vec::<String>::new(),
                 )]);
                 let responses = &mut operation.responses.responses;
-                for (status, name) in [("401", "Unauthorized"), ("503", "Unavailable")] {
+                for (status, name) in [
+                    ("401", "Unauthorized"),
+                    ("403", "Forbidden"),
+                    ("429", "TooManyRequests"),
+                    ("503", "Unavailable"),
+                ] {
                     responses
                         .entry(status.to_owned())
                         .or_insert_with(|| Ref::from_response_name(name).into());
@@ -292,6 +314,44 @@ fn header(name: &str, description: &str, schema: ObjectBuilder) -> Parameter {
         .description(Some(description))
         .schema(Some(schema))
         .build()
+}
+
+/// `{app}` in a path.
+#[derive(Debug)]
+pub(crate) struct AppPath;
+
+impl IntoParams for AppPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("app")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some(
+                    "The app's name: 1 to 63 of `A-Z a-z 0-9 . _ -`, not starting with `.`.",
+                ))
+                .schema(Some(string_schema("^[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}$")))
+                .build(),
+        ]
+    }
+}
+
+/// `{key}` in a path: a key id.
+#[derive(Debug)]
+pub(crate) struct KeyPath;
+
+impl IntoParams for KeyPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("key")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("The key's id: 12 of `a-z 0-9`."))
+                .schema(Some(string_schema("^[a-z0-9]{12}$")))
+                .build(),
+        ]
+    }
 }
 
 /// `{topic}` in a path.
@@ -498,9 +558,15 @@ problem_responses! {
             .description(Some("`Bearer realm=\"opal\"`, with `error=\"invalid_token\"` when a key was given."))
             .build(),
     );
+    /// 403.
+    Forbidden => problem_response(
+        "The key is valid but its scopes do not allow this (`urn:opal:problem:forbidden`), or a \
+         subscription on another app's topic lost its grant.",
+    );
     /// 404.
     NotFound => problem_response(
-        "No such topic or subscription (`urn:opal:problem:not-found`).",
+        "No such resource, or one of another app this key may not see \
+         (`urn:opal:problem:not-found`).",
     );
     /// 409.
     Conflict => problem_response(
@@ -522,6 +588,13 @@ problem_responses! {
         "The body's `Content-Type` is not one this operation reads \
          (`urn:opal:problem:unsupported-media-type`).",
     );
+    /// 429.
+    TooManyRequests => problem_response(
+        "Over a rate limit of the app (`urn:opal:problem:rate-limited`): publish rate, open \
+         streams, or failed authentications from this address; or over a quota \
+         (`urn:opal:problem:quota-exceeded`): stored bytes, topics or subscriptions.",
+    )
+    .header("Retry-After", retry_after());
     /// 503.
     Unavailable => problem_response(
         "Not ready yet, shutting down, or storage failed (`urn:opal:problem:unavailable`); the \

@@ -22,27 +22,33 @@ const RETRY_AFTER_SECS: &str = "5";
 pub(crate) enum ProblemKind {
     InvalidRequest,
     Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     Conflict,
     PreconditionFailed,
     PayloadTooLarge,
     UnsupportedMediaType,
+    RateLimited,
+    QuotaExceeded,
     Unavailable,
     Internal,
 }
 
 impl ProblemKind {
     /// Every class, for the tests and for the `type` enum of the OpenAPI `Problem` schema.
-    pub(crate) const ALL: [ProblemKind; 10] = [
+    pub(crate) const ALL: [ProblemKind; 13] = [
         ProblemKind::InvalidRequest,
         ProblemKind::Unauthorized,
+        ProblemKind::Forbidden,
         ProblemKind::NotFound,
         ProblemKind::MethodNotAllowed,
         ProblemKind::Conflict,
         ProblemKind::PreconditionFailed,
         ProblemKind::PayloadTooLarge,
         ProblemKind::UnsupportedMediaType,
+        ProblemKind::RateLimited,
+        ProblemKind::QuotaExceeded,
         ProblemKind::Unavailable,
         ProblemKind::Internal,
     ];
@@ -51,12 +57,15 @@ impl ProblemKind {
         match self {
             ProblemKind::InvalidRequest => StatusCode::BAD_REQUEST,
             ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProblemKind::Forbidden => StatusCode::FORBIDDEN,
             ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::Conflict => StatusCode::CONFLICT,
             ProblemKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProblemKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProblemKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -66,12 +75,15 @@ impl ProblemKind {
         match self {
             ProblemKind::InvalidRequest => "urn:opal:problem:invalid-request",
             ProblemKind::Unauthorized => "urn:opal:problem:unauthorized",
+            ProblemKind::Forbidden => "urn:opal:problem:forbidden",
             ProblemKind::NotFound => "urn:opal:problem:not-found",
             ProblemKind::MethodNotAllowed => "urn:opal:problem:method-not-allowed",
             ProblemKind::Conflict => "urn:opal:problem:conflict",
             ProblemKind::PreconditionFailed => "urn:opal:problem:precondition-failed",
             ProblemKind::PayloadTooLarge => "urn:opal:problem:payload-too-large",
             ProblemKind::UnsupportedMediaType => "urn:opal:problem:unsupported-media-type",
+            ProblemKind::RateLimited => "urn:opal:problem:rate-limited",
+            ProblemKind::QuotaExceeded => "urn:opal:problem:quota-exceeded",
             ProblemKind::Unavailable => "urn:opal:problem:unavailable",
             ProblemKind::Internal => "urn:opal:problem:internal",
         }
@@ -81,12 +93,15 @@ impl ProblemKind {
         match self {
             ProblemKind::InvalidRequest => "The request is invalid",
             ProblemKind::Unauthorized => "Authentication is required",
+            ProblemKind::Forbidden => "Not allowed",
             ProblemKind::NotFound => "Not found",
             ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::Conflict => "Conflict with the current state",
             ProblemKind::PreconditionFailed => "The resource changed",
             ProblemKind::PayloadTooLarge => "Request body too large",
             ProblemKind::UnsupportedMediaType => "Unsupported media type",
+            ProblemKind::RateLimited => "Too many requests",
+            ProblemKind::QuotaExceeded => "Quota exceeded",
             ProblemKind::Unavailable => "Service unavailable",
             ProblemKind::Internal => "Internal server error",
         }
@@ -96,6 +111,8 @@ impl ProblemKind {
     fn from_status(status: StatusCode) -> ProblemKind {
         match status {
             StatusCode::UNAUTHORIZED => ProblemKind::Unauthorized,
+            StatusCode::FORBIDDEN => ProblemKind::Forbidden,
+            StatusCode::TOO_MANY_REQUESTS => ProblemKind::RateLimited,
             StatusCode::NOT_FOUND => ProblemKind::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => ProblemKind::MethodNotAllowed,
             StatusCode::CONFLICT => ProblemKind::Conflict,
@@ -230,13 +247,23 @@ impl Problem {
         self
     }
 
+    /// `Retry-After` in whole seconds (at least 1).
+    pub(crate) fn with_retry_after(mut self, secs: u64) -> Self {
+        self.headers
+            .push((RETRY_AFTER, HeaderValue::from(secs.max(1))));
+        self
+    }
+
     pub(crate) fn unavailable(detail: impl Into<String>) -> Self {
         Problem::new(ProblemKind::Unavailable, detail).with_header(RETRY_AFTER, RETRY_AFTER_SECS)
     }
 
-    #[cfg(test)]
     pub(crate) fn kind(&self) -> ProblemKind {
         self.kind
+    }
+
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
     }
 }
 

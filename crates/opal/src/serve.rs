@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use opal_core::Broker;
+use opal_core::tenancy::Directory;
 use opal_embedded::{EmbeddedBroker, EmbeddedConfig};
 use opal_server::ServerConfig;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +24,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::open(config))
         .await?
         .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
-    let broker: Arc<dyn Broker> = Arc::new(broker);
+    let broker = Arc::new(broker);
+    let directory: Arc<dyn Directory> = Arc::clone(&broker) as Arc<dyn Directory>;
+    let broker: Arc<dyn Broker> = broker;
 
     let admin = admin_key::settle(args.admin_key.as_deref(), broker.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(args.http_addr)
@@ -43,6 +46,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..server_config
         },
         Arc::clone(&broker),
+        directory,
         shutdown.clone(),
     ));
     let mut server = std::pin::pin!(server);

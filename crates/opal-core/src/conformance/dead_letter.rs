@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use super::support::*;
 use crate::dead_letter::{ATTEMPTS, ORIGINAL_ID, REASON, SOURCE_SUBSCRIPTION, SOURCE_TOPIC};
-use crate::{BrokerError, Delivery, Message, SubscriptionConfig, SubscriptionName, TopicName};
+use crate::{
+    BrokerError, Delivery, Message, NewMessage, SubscriptionConfig, SubscriptionName, TopicName,
+};
 
 struct Setup {
     source: TopicName,
@@ -160,9 +162,10 @@ pub async fn redrive_moves_dead_letters_back(h: &dyn Harness) {
     // The dead letter may be published by a background task: give it a bounded real time.
     let mut moved = 0;
     for _ in 0..100 {
-        let outcome = crate::dead_letter::redrive(fx.broker().as_ref(), &setup.inspect, 10)
-            .await
-            .expect("redrive succeeded");
+        let outcome =
+            crate::dead_letter::redrive(fx.broker().as_ref(), &setup.inspect, 10, &|_| true)
+                .await
+                .expect("redrive succeeded");
         moved += outcome.moved;
         if moved > 0 {
             break;
@@ -188,6 +191,37 @@ pub async fn redrive_moves_dead_letters_back(h: &dyn Harness) {
     assert!(
         fx.pull_all(&setup.inspect).await.is_empty(),
         "acked on the dead-letter subscription"
+    );
+}
+
+/// `redrive` moves nothing into a topic the caller may not publish to, and stops (rather than
+/// spinning) when a pull brings only messages it cannot move.
+pub async fn redrive_skips_what_it_may_not_move(h: &dyn Harness) {
+    let fx = Fixture::new(h).await;
+    let setup = setup(&fx, 1).await;
+    // A message on the dead-letter topic that claims to come from the source topic.
+    let forged = NewMessage {
+        attributes: [(SOURCE_TOPIC.to_owned(), setup.source.to_string())].into(),
+        ..message("forged")
+    };
+    fx.publish(&setup.dead, vec![forged, message("plain")])
+        .await;
+    let outcome = bounded(
+        "redrive",
+        crate::dead_letter::redrive(fx.broker().as_ref(), &setup.inspect, 10, &|_| false),
+    )
+    .await
+    .expect("redrive succeeded");
+    assert_eq!((outcome.moved, outcome.skipped), (0, 2));
+    assert!(
+        fx.pull_all(&setup.sub).await.is_empty(),
+        "nothing reached the source topic"
+    );
+    let left = fx.pull_eventually(&setup.inspect, 2).await;
+    assert_eq!(
+        left.len(),
+        2,
+        "both are still on the dead-letter subscription"
     );
 }
 

@@ -1,7 +1,9 @@
 //! Managing resources: updates with revisions, deletes, lists and browsing.
 
 use super::support::*;
-use crate::{BrokerError, Retention, StartPosition, SubscriptionName, TopicConfig, TopicName};
+use crate::{
+    AppName, BrokerError, Retention, StartPosition, SubscriptionName, TopicConfig, TopicName,
+};
 
 /// An update bumps the revision; an update expecting an older revision changes nothing.
 pub async fn topic_update_checks_the_revision(h: &dyn Harness) {
@@ -178,12 +180,12 @@ pub async fn lists_are_ordered_and_paged(h: &dyn Harness) {
         let t = fx.topic(name, 1).await;
         fx.subscribe(name, sub_config(&t)).await;
     }
-    let first = fx.broker().list_topics(None, 2).await.expect("list");
+    let first = fx.broker().list_topics(None, None, 2).await.expect("list");
     let names: Vec<_> = first.iter().map(|t| t.name.to_string()).collect();
     assert_eq!(names, ["a", "b"]);
     let rest = fx
         .broker()
-        .list_topics(Some(&first[1].name), 2)
+        .list_topics(None, Some(&first[1].name), 2)
         .await
         .expect("list");
     assert_eq!(
@@ -193,13 +195,57 @@ pub async fn lists_are_ordered_and_paged(h: &dyn Harness) {
     let after_a = SubscriptionName::new("a").expect("name");
     let subs = fx
         .broker()
-        .list_subscriptions(Some(&after_a), 10)
+        .list_subscriptions(None, Some(&after_a), 10)
         .await
         .expect("list");
     assert_eq!(
         subs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         ["b", "c"]
     );
+}
+
+/// Names qualified by an app (`<app>/<name>`) are resources like any other; a list for one app
+/// holds exactly that app's, in name order and paged.
+pub async fn lists_for_one_app_hold_only_its_resources(h: &dyn Harness) {
+    let fx = Fixture::new(h).await;
+    for name in [
+        "acme/b", "acme/a", "acme.x", "acmeb/c", "isv/a", "acme/c", "plain",
+    ] {
+        let t = fx.topic(name, 1).await;
+        fx.subscribe(name, sub_config(&t)).await;
+    }
+    let acme = AppName::new("acme").expect("app");
+    let page = fx
+        .broker()
+        .list_topics(Some(&acme), None, 2)
+        .await
+        .expect("list");
+    let names: Vec<_> = page.iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(names, ["acme/a", "acme/b"]);
+    let rest = fx
+        .broker()
+        .list_topics(Some(&acme), Some(&page[1].name), 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        rest.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["acme/c"]
+    );
+    let subs = fx
+        .broker()
+        .list_subscriptions(Some(&acme), None, 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        subs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["acme/a", "acme/b", "acme/c"]
+    );
+    let all = fx
+        .broker()
+        .list_topics(None, None, 100)
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 7);
 }
 
 /// Browsing reads a partition from an offset or a time, without touching any subscription.

@@ -82,6 +82,7 @@ macro_rules! conformance_tests {
             nack_of_last_delivery_dead_letters_at_once,
             without_dead_letter_topic_the_message_is_dropped,
             redrive_moves_dead_letters_back,
+            redrive_skips_what_it_may_not_move,
             dead_letter_topic_must_exist,
         );
         $crate::__conformance_group!($harness; delay:
@@ -149,6 +150,7 @@ macro_rules! conformance_tests {
             subscription_delete_forgets_its_state,
             subscription_update_keeps_the_position,
             lists_are_ordered_and_paged,
+            lists_for_one_app_hold_only_its_resources,
             browsing_reads_without_consuming,
         );
     };

@@ -67,7 +67,7 @@ pub async fn settle_background() {
     }
 }
 
-async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+pub(crate) async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
     match tokio::time::timeout(REAL_TIME_BOUND, future).await {
         Ok(value) => value,
         Err(_) => panic!("{what} did not finish within {REAL_TIME_BOUND:?} of real time"),

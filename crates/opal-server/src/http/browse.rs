@@ -9,7 +9,7 @@ use opal_core::StartPosition;
 use serde::{Deserialize, Serialize};
 
 use super::messages::MessageView;
-use super::{AppState, topic_param};
+use super::{AppState, Caller};
 use crate::path::Path;
 use crate::problem::{FieldError, Problem};
 
@@ -65,10 +65,11 @@ fn parameter(name: &str, detail: impl Into<String>) -> Problem {
 )]
 async fn browse(
     State(state): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
     query: Result<Query<BrowseQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<JsonResponse<BrowseView>, Problem> {
-    let name = topic_param(topic)?;
+    let name = caller.topic(&topic)?;
     let Query(query) = query.map_err(|e| parameter("query", e.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -114,7 +115,13 @@ async fn browse(
         }
     };
     Ok(JsonResponse(BrowseView {
-        messages: messages.into_iter().map(Into::into).collect(),
+        messages: messages
+            .into_iter()
+            .map(|mut m| {
+                super::subscriptions::local_message(&caller, &mut m);
+                m.into()
+            })
+            .collect(),
         next_offset,
     }))
 }

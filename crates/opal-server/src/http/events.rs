@@ -21,9 +21,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use crate::tenancy::StreamGuard;
+
 use super::cloudevents::{CloudEventDelivery, DeliveryFormat};
 use super::subscriptions::DeliveryView;
-use super::{AppState, subscription_param};
+use super::subscriptions::local_delivery;
+use super::{AppState, Caller};
 use crate::path::Path;
 use crate::problem::{FieldError, Problem, ProblemKind};
 
@@ -68,22 +71,26 @@ pub(super) fn router() -> Router<AppState> {
 )]
 async fn events(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     query: RawQuery,
 ) -> Result<impl IntoResponse, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
     let params = Params::parse(query, &["batch", "format"])?;
     let mut errors = Vec::new();
     let batch = params.integer("batch", DEFAULT_BATCH, 1..=MAX_BATCH, &mut errors);
     let format = params.delivery_format(&mut errors);
     check(errors)?;
     state.broker.get_subscription(&name).await?;
+    state.tenancy.check_delivery(&name)?;
+    let quotas = state.tenancy.app_quotas(&caller.app);
+    let guard = state.tenancy.quotas.open_stream(&caller.app, &quotas)?;
     // `Last-Event-ID` needs no handling: the subscription, not the connection, holds the ack
     // state, so a new stream simply goes on with what is unacked.
 
     let batch = usize::try_from(batch).unwrap_or(1);
     let (tx, mut rx) = mpsc::channel(batch);
-    tokio::spawn(pump(state, name, batch, format, tx).in_current_span());
+    tokio::spawn(pump(state, caller, guard, name, batch, format, tx).in_current_span());
     let body = stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
     let sse = Sse::new(body).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
     Ok(([(X_ACCEL_BUFFERING, "no")], sse))
@@ -169,6 +176,9 @@ impl utoipa::ToSchema for StreamEvent {
 /// redelivered after their ack deadline, like any unacked delivery.
 async fn pump(
     state: AppState,
+    caller: Caller,
+    // Counts this stream against the app's `open_streams` until the pump ends.
+    _guard: StreamGuard,
     name: SubscriptionName,
     batch: usize,
     format: DeliveryFormat,
@@ -180,6 +190,15 @@ async fn pump(
         return;
     }
     loop {
+        if let Err(problem) = state.tenancy.check_delivery(&name) {
+            let _ = queue(
+                &tx,
+                shutdown,
+                problem_event(problem.kind(), problem.detail()),
+            )
+            .await;
+            return;
+        }
         let pulled = tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
@@ -189,7 +208,13 @@ async fn pump(
         match pulled {
             Ok(deliveries) => {
                 for delivery in deliveries {
-                    if !queue(&tx, shutdown, delivery_event(delivery, format)).await {
+                    if !queue(
+                        &tx,
+                        shutdown,
+                        delivery_event(local_delivery(&caller, delivery), format),
+                    )
+                    .await
+                    {
                         return;
                     }
                 }
@@ -246,10 +271,15 @@ fn error_event(err: BrokerError) -> Event {
         503 => ProblemKind::Unavailable,
         _ => ProblemKind::Internal,
     };
+    problem_event(kind, &detail)
+}
+
+/// `event: error` with a problem object.
+fn problem_event(kind: ProblemKind, detail: &str) -> Event {
     let body = serde_json::json!({
         "type": kind.type_uri(),
         "title": kind.title(),
-        "status": status,
+        "status": kind.status().as_u16(),
         "detail": detail,
     });
     Event::default().event("error").data(body.to_string())

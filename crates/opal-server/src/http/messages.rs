@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::trace_context::TraceHeaders;
-use super::{AppState, topic_param};
+use super::{AppState, Caller};
 use crate::json::Json;
 use crate::path::Path;
 use crate::problem::{FieldError, Problem};
@@ -162,11 +162,12 @@ impl Published {
 /// Answers only once the broker has made every message of the batch durable.
 pub(super) async fn publish(
     State(state): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
     headers: HeaderMap,
     Json(request): Json<PublishRequest>,
 ) -> Result<JsonResponse<PublishResponse>, Problem> {
-    let topic = topic_param(topic)?;
+    let topic = caller.topic(&topic)?;
     let idempotency_key = idempotency_key(&headers)?;
     let trace = TraceHeaders::from_headers(&headers, &state.limits)?;
     // The broker keeps its own clock for when messages become visible; a delay only needs a
@@ -177,6 +178,7 @@ pub(super) async fn publish(
         format!("/messages/{i}/attributes")
     })?;
     let deliver_at: Vec<Option<Timestamp>> = messages.iter().map(|m| m.deliver_at).collect();
+    admit(&state, &caller, &messages).await?;
     let results = state.broker.publish(&topic, messages).await?;
     Ok(JsonResponse(PublishResponse {
         results: results
@@ -185,6 +187,33 @@ pub(super) async fn publish(
             .map(|(result, at)| Published::new(result, at))
             .collect(),
     }))
+}
+
+/// Checks a publish against the caller's app's rates and storage quota.
+pub(super) async fn admit(
+    state: &AppState,
+    caller: &Caller,
+    messages: &[NewMessage],
+) -> Result<(), Problem> {
+    let quotas = state.tenancy.app_quotas(&caller.app);
+    if quotas.publish_messages_per_s.is_none()
+        && quotas.publish_bytes_per_s.is_none()
+        && quotas.stored_bytes.is_none()
+    {
+        return Ok(());
+    }
+    let bytes = messages.iter().map(|m| m.data.len() as u64).sum();
+    state
+        .tenancy
+        .quotas
+        .check_publish(
+            state.broker.as_ref(),
+            &caller.app,
+            &quotas,
+            messages.len() as u64,
+            bytes,
+        )
+        .await
 }
 
 /// The request header that names a one-message publish, as in the IETF draft

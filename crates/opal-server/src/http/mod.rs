@@ -3,16 +3,21 @@
 use std::sync::Arc;
 
 use axum::Router;
-use opal_core::{Broker, Limits, SubscriptionName, TopicName};
+use opal_core::{Broker, Limits};
 use tokio_util::sync::CancellationToken;
 
-use crate::problem::Problem;
+pub(crate) use caller::Caller;
 
 // `pub(crate)` where `crate::openapi` lists the handlers in the OpenAPI document.
+pub(crate) mod apps;
+pub(crate) mod audit;
 pub(crate) mod browse;
+mod caller;
 pub(crate) mod cloudevents;
 pub(crate) mod events;
+pub(crate) mod grants;
 pub(crate) mod health;
+pub(crate) mod keys;
 mod messages;
 pub(crate) mod pagination;
 pub(crate) mod publish_formats;
@@ -43,13 +48,25 @@ impl std::ops::Deref for AppState {
 }
 
 /// The contents of [`AppState`].
-#[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) tenancy: Arc<crate::tenancy::Tenancy>,
+    /// SHA-256 of the bootstrap admin key.
+    pub(crate) admin_key_hash: [u8; 32],
     pub(crate) limits: Limits,
     pub(crate) max_body_bytes: usize,
     /// Cancelled when the server starts draining: long-polls end and `/readyz` turns 503.
     pub(crate) shutdown: CancellationToken,
+}
+
+// By hand: the admin key's hash stays out of logs.
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("limits", &self.limits)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every `/v1` route (authentication is layered on by the caller).
@@ -62,14 +79,8 @@ pub(crate) fn v1_router() -> Router<AppState> {
         .merge(subscription_settings::router())
         .merge(events::router())
         .merge(ws::router())
-}
-
-/// The topic named in a URL path, validated.
-fn topic_param(raw: String) -> Result<TopicName, Problem> {
-    TopicName::new(raw).map_err(|e| Problem::invalid_parameter("topic", e))
-}
-
-/// The subscription named in a URL path, validated.
-fn subscription_param(raw: String) -> Result<SubscriptionName, Problem> {
-    SubscriptionName::new(raw).map_err(|e| Problem::invalid_parameter("subscription", e))
+        .merge(grants::router())
+        .merge(apps::router())
+        .merge(keys::router())
+        .merge(audit::router())
 }

@@ -17,7 +17,7 @@ use opal_core::{BrokerError, DataEncoding, Limits, NewMessage, TopicName};
 use super::cloudevents::{self, BATCH_MEDIA_TYPE, CE_PREFIX, STRUCTURED_MEDIA_TYPE};
 use super::messages::{self, IDEMPOTENCY_KEY, PublishResponse, Published};
 use super::trace_context::TraceHeaders;
-use super::{AppState, topic_param};
+use super::{AppState, Caller};
 use crate::json::read_body;
 use crate::path::Path;
 use crate::problem::{FieldError, Problem, ProblemKind};
@@ -90,6 +90,7 @@ enum Form {
 )]
 pub(super) async fn publish(
     State(state): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
     request: Request,
 ) -> Response {
@@ -100,7 +101,7 @@ pub(super) async fn publish(
     if form == Form::JsonBatch {
         return messages::publish.call(request, state).await;
     }
-    publish_other(form, state, topic, request)
+    publish_other(form, state, caller, topic, request)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -108,10 +109,11 @@ pub(super) async fn publish(
 async fn publish_other(
     form: Form,
     state: AppState,
+    caller: Caller,
     topic: String,
     request: Request,
 ) -> Result<Response, Problem> {
-    let topic = topic_param(topic)?;
+    let topic = caller.topic(&topic)?;
     let headers = request.headers().clone();
     let limits = &state.limits;
     let trace = TraceHeaders::from_headers(&headers, limits)?;
@@ -153,12 +155,13 @@ async fn publish_other(
         }
         Form::JsonBatch => unreachable!("handled by `messages::publish`"),
     };
-    store(&state, &topic, messages).await
+    store(&state, &caller, &topic, messages).await
 }
 
 /// Stores the messages and answers as the JSON batch does.
 async fn store(
     state: &AppState,
+    caller: &Caller,
     topic: &TopicName,
     messages: Vec<NewMessage>,
 ) -> Result<Response, Problem> {
@@ -171,6 +174,7 @@ async fn store(
         .into_response());
     }
     let deliver_at: Vec<Option<Timestamp>> = messages.iter().map(|m| m.deliver_at).collect();
+    messages::admit(state, caller, &messages).await?;
     let results = state.broker.publish(topic, messages).await?;
     let results = results
         .into_iter()

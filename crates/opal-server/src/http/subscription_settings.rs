@@ -6,14 +6,15 @@ use axum::http::StatusCode;
 use axum::response::{AppendHeaders, IntoResponse};
 use axum::routing::get;
 use axum::{Json as JsonResponse, Router};
-use opal_core::{BrokerError, Filter, SubscriptionName, TopicName};
+use opal_core::{BrokerError, Filter};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::pagination::{PageRequest, link_header, next_cursor};
 use super::revision::{IfMatch, etag};
-use super::subscriptions::{BackoffBody, SubscriptionView, filter_problem, renamed};
-use super::{AppState, subscription_param};
+use super::subscriptions::{BackoffBody, SubscriptionView, filter_problem};
+use super::subscriptions::{own_topic, subscribable_topic, view};
+use super::{AppState, Caller};
 use crate::json::Json;
 use crate::path::Path;
 use crate::problem::{FieldError, Problem, ProblemKind};
@@ -86,11 +87,12 @@ struct SubscriptionList {
 )]
 pub(super) async fn update_subscription(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     IfMatch(expected): IfMatch,
     Json(body): Json<UpdateSubscription>,
 ) -> Result<impl IntoResponse, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
     let filter = match &body.filter {
         Some(Some(policy)) if !policy.is_null() => Some(Some(
             Filter::parse(policy).map_err(|e| filter_problem(policy, e))?,
@@ -99,13 +101,15 @@ pub(super) async fn update_subscription(
         None => None,
     };
     let dead_letter_topic = match &body.dead_letter_topic {
-        Some(Some(t)) => Some(Some(
-            TopicName::new(t.clone()).map_err(|e| renamed(e, "dead_letter_topic"))?,
-        )),
+        Some(Some(t)) => Some(Some(own_topic(&caller, t, "dead_letter_topic")?)),
         Some(None) => Some(None),
         None => None,
     };
-    let topic = body.topic.clone().map(TopicName::new).transpose()?;
+    let topic = body
+        .topic
+        .as_deref()
+        .map(|t| subscribable_topic(&state, &caller, t))
+        .transpose()?;
     // Without If-Match, retry a lost race with another update instead of answering 412.
     for _ in 0..3 {
         let (current, _) = state.broker.get_subscription(&name).await?;
@@ -153,8 +157,12 @@ pub(super) async fn update_subscription(
             .await
         {
             Ok(updated) => {
+                state
+                    .tenancy
+                    .subscription_changed(&name, Some(&updated.config.topic));
+                caller.audit(&state, "subscription.update", &name).await;
                 let tag = etag(updated.revision);
-                return Ok((tag, JsonResponse(SubscriptionView::from(updated))));
+                return Ok((tag, JsonResponse(view(&caller, updated))));
             }
             Err(BrokerError::RevisionMismatch { .. }) if expected.is_none() => continue,
             Err(e) => return Err(e.into()),
@@ -183,11 +191,14 @@ pub(super) async fn update_subscription(
 )]
 pub(super) async fn delete_subscription(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     IfMatch(expected): IfMatch,
 ) -> Result<StatusCode, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
     state.broker.delete_subscription(&name, expected).await?;
+    state.tenancy.subscription_changed(&name, None);
+    caller.audit(&state, "subscription.delete", &name).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -207,12 +218,13 @@ pub(super) async fn delete_subscription(
 )]
 async fn list_subscriptions(
     State(state): State<AppState>,
+    caller: Caller,
     page: PageRequest,
 ) -> Result<impl IntoResponse, Problem> {
     let after = page
         .after
         .map(|a| {
-            SubscriptionName::new(a).map_err(|_| {
+            caller.subscription(&a).map_err(|_| {
                 Problem::invalid(vec![FieldError::parameter(
                     "cursor",
                     "is not a cursor returned by this list",
@@ -222,13 +234,18 @@ async fn list_subscriptions(
         .transpose()?;
     let subscriptions = state
         .broker
-        .list_subscriptions(after.as_ref(), page.limit)
+        .list_subscriptions(Some(&caller.app), after.as_ref(), page.limit)
         .await?;
-    let last = subscriptions.last().map(|s| s.name.to_string());
+    let last = subscriptions
+        .last()
+        .map(|s| caller.local_subscription(&s.name).to_string());
     let next_cursor = next_cursor(subscriptions.len(), page.limit, last.as_deref());
     let link = link_header("/v1/subscriptions", page.limit, next_cursor.as_deref());
     let body = SubscriptionList {
-        subscriptions: subscriptions.into_iter().map(Into::into).collect(),
+        subscriptions: subscriptions
+            .into_iter()
+            .map(|s| view(&caller, s))
+            .collect(),
         next_cursor,
     };
     Ok((AppendHeaders(link), JsonResponse(body)))

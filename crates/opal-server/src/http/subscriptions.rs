@@ -18,10 +18,10 @@ use serde_json::Value;
 use super::cloudevents::{DeliveryFormat, FormattedDelivery};
 use super::messages::MessageView;
 use super::revision::etag;
-use super::{AppState, subscription_param};
+use super::{AppState, Caller};
 use crate::json::{Json, OptionalJson};
 use crate::path::Path;
-use crate::problem::{FieldError, Problem, push_segment};
+use crate::problem::{FieldError, Problem, ProblemKind, push_segment};
 
 /// Deliveries one pull returns when the client does not say (capped by the configured limit).
 const DEFAULT_MAX_MESSAGES: usize = 100;
@@ -309,15 +309,15 @@ impl From<SubscriptionStats> for SubscriptionStatsView {
 )]
 async fn create_subscription(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     Json(body): Json<CreateSubscription>,
 ) -> Result<impl IntoResponse, Problem> {
-    let name = subscription_param(subscription)?;
-    // `topic` is a body member here, so the broker's field name doubles as its JSON Pointer.
-    let topic = TopicName::new(body.topic)?;
+    let name = caller.subscription(&subscription)?;
+    let topic = subscribable_topic(&state, &caller, &body.topic)?;
     let dead_letter_topic = body
         .dead_letter_topic
-        .map(|t| TopicName::new(t).map_err(|e| renamed(e, "dead_letter_topic")))
+        .map(|t| own_topic(&caller, &t, "dead_letter_topic"))
         .transpose()?;
     let filter = body
         .filter
@@ -336,21 +336,116 @@ async fn create_subscription(
         ..SubscriptionConfig::new(topic)
     };
     config.validate(&state.limits)?;
+    check_subscription_quota(&state, &name).await?;
     let start = body.start.map(Into::into).unwrap_or_default();
     let (subscription, created) = state
         .broker
         .create_subscription(&name, config, start)
         .await?;
     let status = match created {
-        Created::New => StatusCode::CREATED,
+        Created::New => {
+            state
+                .tenancy
+                .subscription_changed(&name, Some(&subscription.config.topic));
+            caller.audit(&state, "subscription.create", &name).await;
+            StatusCode::CREATED
+        }
         Created::Existing => StatusCode::OK,
     };
     let tag = etag(subscription.revision);
-    Ok((
-        status,
-        tag,
-        JsonResponse(SubscriptionView::from(subscription)),
-    ))
+    Ok((status, tag, JsonResponse(view(&caller, subscription))))
+}
+
+/// A subscription as its caller names it (and its topics).
+pub(super) fn view(caller: &Caller, mut s: Subscription) -> SubscriptionView {
+    s.name = caller.local_subscription(&s.name);
+    s.config.topic = caller.local_topic(&s.config.topic);
+    s.config.dead_letter_topic = s.config.dead_letter_topic.map(|t| caller.local_topic(&t));
+    s.into()
+}
+
+/// A delivery as its caller names its topic.
+pub(super) fn local_delivery(caller: &Caller, mut d: Delivery) -> Delivery {
+    local_message(caller, &mut d.message);
+    d
+}
+
+/// A message as its caller names its topic, and the names in its dead-letter attributes.
+pub(super) fn local_message(caller: &Caller, m: &mut opal_core::Message) {
+    m.topic = caller.local_topic(&m.topic);
+    if let Some(source) = m.attributes.get_mut(opal_core::dead_letter::SOURCE_TOPIC)
+        && let Ok(name) = TopicName::new(source.as_str())
+    {
+        *source = caller.local_topic(&name).to_string();
+    }
+    if let Some(source) = m
+        .attributes
+        .get_mut(opal_core::dead_letter::SOURCE_SUBSCRIPTION)
+        && let Ok(name) = opal_core::SubscriptionName::new(source.as_str())
+    {
+        *source = caller.local_subscription(&name).to_string();
+    }
+}
+
+/// The topic a subscription reads: the caller's own, or another app's (`<app>/<topic>`) that it
+/// was granted `subscribe` on. An ungranted one does not exist, as far as the caller can tell.
+/// (`topic` is a body member, so the broker's field name doubles as its JSON Pointer.)
+pub(super) fn subscribable_topic(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+) -> Result<TopicName, Problem> {
+    if raw.contains(opal_core::APP_SEPARATOR) {
+        let topic = TopicName::new(raw)?;
+        if caller.is_admin() || state.tenancy.may_subscribe(&caller.app, &topic) {
+            return Ok(topic);
+        }
+        return Err(BrokerError::TopicNotFound(raw.to_owned()).into());
+    }
+    Ok(TopicName::qualified(&caller.app, raw)?)
+}
+
+/// A topic of the caller's own app (any app's, for admins) named in body member `field`.
+pub(super) fn own_topic(caller: &Caller, raw: &str, field: &str) -> Result<TopicName, Problem> {
+    let topic = if raw.contains(opal_core::APP_SEPARATOR) {
+        TopicName::new(raw)
+    } else {
+        TopicName::qualified(&caller.app, raw)
+    }
+    .map_err(|e| renamed(e, field))?;
+    if caller.is_admin() || topic.app() == Some(caller.app.as_str()) {
+        Ok(topic)
+    } else {
+        Err(BrokerError::TopicNotFound(raw.to_owned()).into())
+    }
+}
+
+/// A new subscription must fit its app's `subscriptions` quota.
+async fn check_subscription_quota(
+    state: &AppState,
+    name: &opal_core::SubscriptionName,
+) -> Result<(), Problem> {
+    let Some(owner) = name.app().and_then(|a| opal_core::AppName::new(a).ok()) else {
+        return Ok(());
+    };
+    let Some(limit) = state.tenancy.app_quotas(&owner).subscriptions else {
+        return Ok(());
+    };
+    if state.broker.get_subscription(name).await.is_ok() {
+        return Ok(());
+    }
+    let owned = state
+        .broker
+        .list_subscriptions(Some(&owner), None, usize::MAX)
+        .await?
+        .len() as u64;
+    if owned >= limit {
+        return Err(Problem::new(
+            ProblemKind::QuotaExceeded,
+            format!("app `{owner}` owns {owned} subscriptions and may own {limit}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The same error about another member (a name check reports itself as `topic`).
@@ -428,16 +523,17 @@ fn filter_pointer(policy: &Value, field: &str) -> String {
 )]
 async fn get_subscription(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
     let (subscription, stats) = state.broker.get_subscription(&name).await?;
     let tag = etag(subscription.revision);
     Ok((
         tag,
         JsonResponse(SubscriptionView {
             stats: Some(stats.into()),
-            ..subscription.into()
+            ..view(&caller, subscription)
         }),
     ))
 }
@@ -508,10 +604,12 @@ impl From<Delivery> for DeliveryView {
 )]
 async fn pull(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     OptionalJson(body): OptionalJson<PullRequest>,
 ) -> Result<JsonResponse<PullResponse>, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
+    state.tenancy.check_delivery(&name)?;
     let limits = &state.limits;
     let max = body
         .max_messages
@@ -542,7 +640,7 @@ async fn pull(
     Ok(JsonResponse(PullResponse {
         deliveries: deliveries
             .into_iter()
-            .map(|d| body.format.render(d))
+            .map(|d| body.format.render(local_delivery(&caller, d)))
             .collect(),
     }))
 }
@@ -660,10 +758,11 @@ fn check(errors: Vec<FieldError>) -> Result<(), Problem> {
 )]
 async fn ack(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     Json(body): Json<AckRequest>,
 ) -> Result<JsonResponse<AckResponse>, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
     let mut errors = Vec::new();
     check_ack_ids(&body.ack_ids, &state, &mut errors);
     check(errors)?;
@@ -693,10 +792,11 @@ async fn ack(
 )]
 async fn nack(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     Json(body): Json<NackRequest>,
 ) -> Result<JsonResponse<NackResponse>, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
     let mut errors = Vec::new();
     check_ack_ids(&body.ack_ids, &state, &mut errors);
     let max_delay_ms = state.limits.max_delay_ms;
@@ -735,10 +835,11 @@ async fn nack(
 )]
 async fn extend(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     Json(body): Json<ExtendRequest>,
 ) -> Result<JsonResponse<ExtendResponse>, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
     let mut errors = Vec::new();
     check_ack_ids(&body.ack_ids, &state, &mut errors);
     let (min, max) = (
@@ -795,13 +896,15 @@ struct SeekResponse {
 )]
 async fn seek(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     Json(body): Json<SeekRequest>,
 ) -> Result<JsonResponse<SeekResponse>, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
     state.broker.seek(&name, body.to.into()).await?;
+    caller.audit(&state, "subscription.seek", &name).await;
     Ok(JsonResponse(SeekResponse {
-        subscription: name.to_string(),
+        subscription: caller.local_subscription(&name).to_string(),
         to: body.to,
     }))
 }
@@ -819,6 +922,9 @@ struct RedriveRequest {
 struct RedriveResponse {
     /// How many dead letters were published back and acked.
     moved: usize,
+    /// How many messages were left where they were: not dead letters, or from a topic of
+    /// another app.
+    skipped: usize,
 }
 
 /// Publishes up to `max_messages` dead letters of this subscription (one on a dead-letter topic)
@@ -845,10 +951,11 @@ struct RedriveResponse {
 )]
 async fn redrive(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     OptionalJson(body): OptionalJson<RedriveRequest>,
 ) -> Result<JsonResponse<RedriveResponse>, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
     let max = body.max_messages.unwrap_or(DEFAULT_REDRIVE_MESSAGES);
     if !(1..=MAX_REDRIVE_MESSAGES).contains(&max) {
         return Err(Problem::invalid(vec![FieldError::at(
@@ -856,9 +963,16 @@ async fn redrive(
             format!("must be between 1 and {MAX_REDRIVE_MESSAGES}"),
         )]));
     }
-    let outcome = opal_core::dead_letter::redrive(state.broker.as_ref(), &name, max).await?;
+    // Dead letters go back only into the caller's own topics (any topic, for admins).
+    let admin = caller.is_admin();
+    let app = caller.app.clone();
+    let may_publish = move |topic: &TopicName| admin || topic.app() == Some(app.as_str());
+    let outcome =
+        opal_core::dead_letter::redrive(state.broker.as_ref(), &name, max, &may_publish).await?;
+    caller.audit(&state, "subscription.redrive", &name).await;
     Ok(JsonResponse(RedriveResponse {
         moved: outcome.moved,
+        skipped: outcome.skipped,
     }))
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pagination::{PageRequest, link_header, next_cursor};
 use super::revision::{IfMatch, etag};
-use super::{AppState, topic_param};
+use super::{AppState, Caller};
 use crate::json::{Json, OptionalJson};
 use crate::path::Path;
 use crate::problem::Problem;
@@ -226,10 +226,11 @@ impl From<PartitionStats> for PartitionStatsView {
 )]
 async fn create_topic(
     State(state): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
     OptionalJson(body): OptionalJson<CreateTopic>,
 ) -> Result<impl IntoResponse, Problem> {
-    let name = topic_param(topic)?;
+    let name = caller.topic(&topic)?;
     let defaults = TopicConfig::default();
     // Members left out take their defaults, so `{}` and an empty body find the same topic.
     // The broker's field names (`retention.max_age_ms`, ...) double as JSON Pointers.
@@ -239,15 +240,19 @@ async fn create_topic(
         dedup_window_ms: body.dedup_window_ms.unwrap_or(defaults.dedup_window_ms),
     };
     config.validate(&state.limits)?;
+    check_topic_quota(&state, &name).await?;
     let (topic, created) = state.broker.create_topic(&name, config).await?;
     let status = match created {
-        Created::New => StatusCode::CREATED,
+        Created::New => {
+            caller.audit(&state, "topic.create", &name).await;
+            StatusCode::CREATED
+        }
         Created::Existing => StatusCode::OK,
     };
     Ok((
         status,
         etag(topic.revision),
-        JsonResponse(TopicView::from(topic)),
+        JsonResponse(view(&caller, topic)),
     ))
 }
 
@@ -273,11 +278,12 @@ async fn create_topic(
 )]
 async fn update_topic(
     State(state): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
     IfMatch(expected): IfMatch,
     Json(body): Json<UpdateTopic>,
 ) -> Result<impl IntoResponse, Problem> {
-    let name = topic_param(topic)?;
+    let name = caller.topic(&topic)?;
     // Without If-Match, retry a lost race with another update instead of answering 412.
     for _ in 0..3 {
         let (current, _) = state.broker.get_topic(&name).await?;
@@ -312,7 +318,10 @@ async fn update_topic(
             .update_topic(&name, config, Some(current.revision))
             .await
         {
-            Ok(topic) => return Ok((etag(topic.revision), JsonResponse(TopicView::from(topic)))),
+            Ok(topic) => {
+                caller.audit(&state, "topic.update", &name).await;
+                return Ok((etag(topic.revision), JsonResponse(view(&caller, topic))));
+            }
             Err(opal_core::BrokerError::RevisionMismatch { .. }) if expected.is_none() => continue,
             Err(e) => return Err(e.into()),
         }
@@ -341,11 +350,14 @@ async fn update_topic(
 )]
 async fn delete_topic(
     State(state): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
     IfMatch(expected): IfMatch,
 ) -> Result<StatusCode, Problem> {
-    let name = topic_param(topic)?;
+    let name = caller.topic(&topic)?;
     state.broker.delete_topic(&name, expected).await?;
+    state.tenancy.topic_deleted(&name).await?;
+    caller.audit(&state, "topic.delete", &name).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -364,22 +376,31 @@ async fn delete_topic(
 )]
 async fn list_topics(
     State(state): State<AppState>,
+    caller: Caller,
     page: PageRequest,
 ) -> Result<impl IntoResponse, Problem> {
-    let after = page.after.map(topic_param_cursor).transpose()?;
-    let topics = state.broker.list_topics(after.as_ref(), page.limit).await?;
-    let last = topics.last().map(|t| t.name.to_string());
+    let after = page
+        .after
+        .map(|cursor| topic_param_cursor(&caller, cursor))
+        .transpose()?;
+    let topics = state
+        .broker
+        .list_topics(Some(&caller.app), after.as_ref(), page.limit)
+        .await?;
+    let last = topics
+        .last()
+        .map(|t| caller.local_topic(&t.name).to_string());
     let next_cursor = next_cursor(topics.len(), page.limit, last.as_deref());
     let link = link_header("/v1/topics", page.limit, next_cursor.as_deref());
     let body = TopicList {
-        topics: topics.into_iter().map(Into::into).collect(),
+        topics: topics.into_iter().map(|t| view(&caller, t)).collect(),
         next_cursor,
     };
     Ok((AppendHeaders(link), JsonResponse(body)))
 }
 
-fn topic_param_cursor(after: String) -> Result<opal_core::TopicName, Problem> {
-    opal_core::TopicName::new(after).map_err(|_| {
+fn topic_param_cursor(caller: &Caller, after: String) -> Result<opal_core::TopicName, Problem> {
+    caller.topic(&after).map_err(|_| {
         Problem::invalid(vec![crate::problem::FieldError::parameter(
             "cursor",
             "is not a cursor returned by this list",
@@ -403,16 +424,48 @@ fn topic_param_cursor(after: String) -> Result<opal_core::TopicName, Problem> {
 )]
 async fn get_topic(
     State(state): State<AppState>,
+    caller: Caller,
     Path(topic): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
-    let name = topic_param(topic)?;
+    let name = caller.topic(&topic)?;
     let (topic, stats) = state.broker.get_topic(&name).await?;
     let revision = topic.revision;
     Ok((
         etag(revision),
         JsonResponse(TopicView {
             stats: Some(stats.into()),
-            ..topic.into()
+            ..view(&caller, topic)
         }),
     ))
+}
+
+/// A topic as its caller names it.
+fn view(caller: &Caller, mut topic: opal_core::Topic) -> TopicView {
+    topic.name = caller.local_topic(&topic.name);
+    topic.into()
+}
+
+/// A new topic must fit the owner's `topics` quota (an existing one is found as before).
+async fn check_topic_quota(state: &AppState, name: &opal_core::TopicName) -> Result<(), Problem> {
+    let Some(owner) = name.app().and_then(|a| opal_core::AppName::new(a).ok()) else {
+        return Ok(());
+    };
+    let Some(limit) = state.tenancy.app_quotas(&owner).topics else {
+        return Ok(());
+    };
+    if state.broker.get_topic(name).await.is_ok() {
+        return Ok(());
+    }
+    let owned = state
+        .broker
+        .list_topics(Some(&owner), None, usize::MAX)
+        .await?
+        .len() as u64;
+    if owned >= limit {
+        return Err(Problem::new(
+            crate::problem::ProblemKind::QuotaExceeded,
+            format!("app `{owner}` owns {owned} topics and may own {limit}"),
+        ));
+    }
+    Ok(())
 }

@@ -26,10 +26,12 @@ use tracing::Instrument as _;
 
 use super::cloudevents::{DeliveryFormat, FormattedDelivery};
 use super::events::{Params, RawQuery, check};
+use super::subscriptions::local_delivery;
 use super::subscriptions::{DeliveryView, RejectedAck, check_ack_ids, into_ack_ids, outcome_parts};
-use super::{AppState, subscription_param};
+use super::{AppState, Caller};
 use crate::path::Path;
 use crate::problem::{FieldError, Problem, ProblemKind};
+use crate::tenancy::StreamGuard;
 
 /// Largest client message (and frame) read; a bigger one closes the connection with 1008.
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -85,17 +87,19 @@ struct WsQuery {
 )]
 async fn open(
     State(state): State<AppState>,
+    caller: Caller,
     Path(subscription): Path<String>,
     query: RawQuery,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Problem> {
-    let name = subscription_param(subscription)?;
+    let name = caller.subscription(&subscription)?;
     let params = Params::parse(query, &["credits", "format"])?;
     let mut errors = Vec::new();
     let credits = params.integer("credits", 0, 0..=MAX_CREDITS, &mut errors);
     let format = params.delivery_format(&mut errors);
     check(errors)?;
     state.broker.get_subscription(&name).await?;
+    state.tenancy.check_delivery(&name)?;
     let upgrade = upgrade.map_err(|rejection| {
         Problem::new(
             ProblemKind::InvalidRequest,
@@ -105,9 +109,13 @@ async fn open(
             ),
         )
     })?;
+    let quotas = state.tenancy.app_quotas(&caller.app);
+    let guard = state.tenancy.quotas.open_stream(&caller.app, &quotas)?;
     let span = tracing::info_span!("ws", subscription = %name);
     let session = Session {
         state,
+        caller,
+        _guard: guard,
         name,
         credits,
         format,
@@ -124,6 +132,9 @@ type PullFuture = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, BrokerError>
 #[derive(Debug)]
 struct Session {
     state: AppState,
+    caller: Caller,
+    /// Counts this stream against the app's `open_streams` while the session lasts.
+    _guard: StreamGuard,
     name: SubscriptionName,
     /// Deliveries the client is still willing to take.
     credits: u64,
@@ -198,6 +209,13 @@ impl Session {
         let mut heard = Instant::now();
         loop {
             if pull.is_none() && self.credits > 0 {
+                if let Err(problem) = self.state.tenancy.check_delivery(&self.name) {
+                    return End::Close {
+                        code: close_code::POLICY,
+                        reason: problem.detail().to_owned(),
+                        error: Some(error_frame(403, problem.detail(), Vec::new())),
+                    };
+                }
                 pull = Some(self.start_pull());
             }
             tokio::select! {
@@ -247,8 +265,10 @@ impl Session {
                     // One flush for the batch. Deliveries not sent when this returns are
                     // redelivered after their ack deadline, like any unacked delivery.
                     let format = self.format;
+                    let caller = &self.caller;
                     let send_all = async {
                         for delivery in deliveries {
+                            let delivery = local_delivery(caller, delivery);
                             socket.feed(Message::Text(delivery_frame(delivery, format).into())).await?;
                         }
                         socket.flush().await
@@ -529,6 +549,7 @@ fn delivery_frame(delivery: Delivery, format: DeliveryFormat) -> String {
 fn error_frame(status: u16, detail: impl AsRef<str>, errors: Vec<FieldError>) -> String {
     let title = match status {
         400 => ProblemKind::InvalidRequest.title(),
+        403 => ProblemKind::Forbidden.title(),
         404 => ProblemKind::NotFound.title(),
         503 => ProblemKind::Unavailable.title(),
         _ => ProblemKind::Internal.title(),

@@ -226,7 +226,13 @@ async fn invalid_settings_are_refused_by_validate_and_run() {
     config.cors_origins = vec!["app.example.com".to_owned()];
     let result = timeout(
         WITHIN,
-        opal_server::run(listener, config, broker, CancellationToken::new()),
+        opal_server::run(
+            listener,
+            config,
+            broker.clone(),
+            broker,
+            CancellationToken::new(),
+        ),
     )
     .await
     .expect("run refuses at once");
@@ -356,7 +362,12 @@ async fn small_answers_and_a_server_without_compression_send_plain_bytes() {
 #[tokio::test]
 async fn event_streams_are_not_compressed_even_when_the_client_asks() {
     let (_dir, broker) = open_broker();
-    let router = opal_server::router(server_config(), broker, CancellationToken::new());
+    let router = opal_server::router(
+        server_config(),
+        broker.clone(),
+        broker,
+        CancellationToken::new(),
+    );
     for (method, uri, body) in [
         ("PUT", "/v1/topics/t", json!({})),
         ("PUT", "/v1/subscriptions/s", json!({"topic": "t"})),
@@ -656,7 +667,13 @@ impl Served {
         let mut config = server_config();
         adjust(&mut config);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(opal_server::run(listener, config, broker, shutdown.clone()));
+        let task = tokio::spawn(opal_server::run(
+            listener,
+            config,
+            broker.clone(),
+            broker,
+            shutdown.clone(),
+        ));
         let served = Served {
             addr,
             shutdown,

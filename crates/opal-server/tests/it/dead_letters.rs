@@ -87,7 +87,7 @@ async fn a_message_is_dead_lettered_after_max_deliveries_and_redriven_back() {
 
     // Redrive publishes it back to `orders` without the dead-letter attributes.
     let answer = app.action("dead", "redrive", json!({})).await;
-    assert_eq!(answer, json!({"moved": 1}));
+    assert_eq!(answer, json!({"moved": 1, "skipped": 0}));
     let back = app.pull_until_some("billing", Duration::from_secs(5)).await;
     assert_eq!(back.len(), 1, "not redriven within 5 s: {back:?}");
     assert_eq!(back[0]["attempt"], 1);
@@ -105,7 +105,7 @@ async fn a_message_is_dead_lettered_after_max_deliveries_and_redriven_back() {
 
     // Nothing is left to move.
     let answer = app.action("dead", "redrive", json!({})).await;
-    assert_eq!(answer, json!({"moved": 0}));
+    assert_eq!(answer, json!({"moved": 0, "skipped": 0}));
 }
 
 #[tokio::test]
@@ -125,13 +125,13 @@ async fn redrive_moves_at_most_max_messages_and_takes_no_body() {
     let answer = app
         .action("dead", "redrive", json!({"max_messages": 1}))
         .await;
-    assert_eq!(answer, json!({"moved": 1}));
+    assert_eq!(answer, json!({"moved": 1, "skipped": 0}));
     // No body at all: the default count.
     let response = app
         .raw("POST", "/v1/subscriptions/dead/redrive", None, "")
         .await;
     assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.json(), json!({"moved": 1}));
+    assert_eq!(response.json(), json!({"moved": 1, "skipped": 0}));
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@ async fn run_serves_then_drains_and_returns_on_shutdown() {
     let server = tokio::spawn(opal_server::run(
         listener,
         server_config(),
+        broker.clone(),
         broker,
         shutdown.clone(),
     ));

@@ -52,6 +52,7 @@ impl Server {
             listener,
             server_config(),
             broker.clone(),
+            broker.clone(),
             shutdown.clone(),
         ));
         Server {

@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, Request, StatusCode};
 use bytes::Bytes;
-use opal_core::Broker;
 use opal_embedded::{EmbeddedBroker, EmbeddedConfig};
 use opal_server::ServerConfig;
 use serde_json::{Value, json};
@@ -38,7 +37,8 @@ impl TestApp {
         let mut config = ServerConfig::new(Sha256::digest(KEY.as_bytes()).into());
         adjust(&mut config);
         let shutdown = CancellationToken::new();
-        let router = opal_server::router(config, Arc::new(broker), shutdown.clone());
+        let broker = Arc::new(broker);
+        let router = opal_server::router(config, broker.clone(), broker, shutdown.clone());
         TestApp {
             router,
             shutdown,
@@ -180,7 +180,7 @@ pub(crate) fn without(value: &Value, member: &str) -> Value {
 }
 
 /// A fresh embedded broker in its own temp dir (deleted when the `TempDir` is dropped).
-pub(crate) fn open_broker() -> (TempDir, Arc<dyn Broker>) {
+pub(crate) fn open_broker() -> (TempDir, Arc<EmbeddedBroker>) {
     let dir = TempDir::new().expect("temp dir");
     let broker = EmbeddedBroker::open(EmbeddedConfig::new(dir.path())).expect("open broker");
     (dir, Arc::new(broker))

@@ -1,0 +1,184 @@
+//! Authorization: one rule per route, in one table, checked before any handler runs.
+//!
+//! A route missing from [`rule`] is refused for everyone but admins (fail closed), and the
+//! authorization matrix test walks every route of the OpenAPI document, so a new route without a
+//! rule fails that test.
+//!
+//! Names in the path are checked as given: scope patterns match the caller's own short names, and
+//! a qualified name of another app (`<app>/<name>`) is refused for every key but an admin's.
+//! Whether the named resource exists is not looked at here, so a refusal tells nothing about
+//! other apps.
+
+use axum::RequestExt as _;
+use axum::extract::{MatchedPath, RawPathParams, Request};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::Principal;
+use crate::problem::{Problem, ProblemKind};
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// The `admin` scope.
+    Admin,
+    /// `manage` (or `admin`): changes to the caller's own resources.
+    Manage,
+    /// `read`, `manage` or `admin`: looking at the caller's own resources.
+    Read,
+    /// A `publish:` pattern matching the topic in the path (or `admin`).
+    Publish,
+    /// A `consume:` pattern matching the subscription in the path (or `admin`).
+    Consume,
+    /// `admin`, or `read`/`manage` on the caller's own app named in the path.
+    OwnApp,
+}
+
+/// The rule of a route, by method and route template (as in the OpenAPI document).
+pub(crate) fn rule(method: &Method, route: &str) -> Option<Rule> {
+    use Rule::*;
+    let m = method.as_str();
+    Some(match (m, route) {
+        ("GET", "/v1/topics") => Read,
+        ("GET", "/v1/topics/{topic}") => Read,
+        ("PUT" | "PATCH" | "DELETE", "/v1/topics/{topic}") => Manage,
+        ("POST", "/v1/topics/{topic}/messages") => Publish,
+        ("GET", "/v1/topics/{topic}/messages") => Read,
+        ("GET", "/v1/topics/{topic}/grants") => Read,
+        ("POST", "/v1/topics/{topic}/grants") => Manage,
+        ("DELETE", "/v1/topics/{topic}/grants/{app}") => Manage,
+        ("GET", "/v1/subscriptions") => Read,
+        ("GET", "/v1/subscriptions/{subscription}") => Read,
+        ("PUT" | "PATCH" | "DELETE", "/v1/subscriptions/{subscription}") => Manage,
+        ("POST", "/v1/subscriptions/{subscription}/seek") => Manage,
+        ("POST", "/v1/subscriptions/{subscription}/redrive") => Manage,
+        (
+            "POST",
+            "/v1/subscriptions/{subscription}/pull"
+            | "/v1/subscriptions/{subscription}/ack"
+            | "/v1/subscriptions/{subscription}/nack"
+            | "/v1/subscriptions/{subscription}/extend",
+        ) => Consume,
+        (
+            "GET",
+            "/v1/subscriptions/{subscription}/events" | "/v1/subscriptions/{subscription}/ws",
+        ) => Consume,
+        ("GET", "/v1/apps/{app}") => OwnApp,
+        ("GET" | "POST", "/v1/apps") => Admin,
+        ("PATCH" | "DELETE", "/v1/apps/{app}") => Admin,
+        ("GET" | "POST", "/v1/apps/{app}/keys") => Admin,
+        ("GET" | "DELETE", "/v1/apps/{app}/keys/{key}") => Admin,
+        ("POST", "/v1/apps/{app}/keys/{key}/rotate") => Admin,
+        ("GET", "/v1/audit") => Admin,
+        _ => return None,
+    })
+}
+
+fn forbidden(detail: String) -> Problem {
+    Problem::new(ProblemKind::Forbidden, detail)
+}
+
+/// Checks the route's rule against the caller's scopes. Runs inside authentication, as a route
+/// layer (so that the matched route is known).
+pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
+    let Some(principal) = request.extensions().get::<Principal>().cloned() else {
+        // Authentication runs first on every /v1 route; without a principal nothing is allowed.
+        return forbidden("this request was not authenticated".into()).into_response();
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let method = request.method().clone();
+    let params = match request.extract_parts::<RawPathParams>().await {
+        Ok(params) => params,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_owned())
+            .unwrap_or_default()
+    };
+    // A qualified name of another app in the path: refused whether it exists or not, so that the
+    // answer tells nothing about other apps. (Admins may name any app's resources.)
+    if !principal.is_admin() {
+        for name in ["topic", "subscription"] {
+            let value = param(name);
+            if let Some((app, _)) = value.split_once(opal_core::APP_SEPARATOR)
+                && app != principal.app.as_str()
+            {
+                return forbidden(format!(
+                    "this key may not reach `{value}`: resources of other apps are out of its reach"
+                ))
+                .into_response();
+            }
+        }
+    }
+    let verdict = match rule(&method, &route) {
+        None if principal.is_admin() => Ok(()),
+        None => Err(forbidden(format!(
+            "no rule allows `{method} {route}` for this key"
+        ))),
+        Some(Rule::Admin) => {
+            if principal.is_admin() {
+                Ok(())
+            } else {
+                Err(forbidden("this needs a key with the `admin` scope".into()))
+            }
+        }
+        Some(Rule::Manage) => {
+            if principal.may_manage() {
+                Ok(())
+            } else {
+                Err(forbidden("this needs a key with the `manage` scope".into()))
+            }
+        }
+        Some(Rule::Read) => {
+            if principal.may_read() {
+                Ok(())
+            } else {
+                Err(forbidden(
+                    "this needs a key with the `read` or `manage` scope".into(),
+                ))
+            }
+        }
+        Some(Rule::Publish) => {
+            let topic = param("topic");
+            if principal.may_publish(&topic) {
+                Ok(())
+            } else {
+                Err(forbidden(format!(
+                    "this key may not publish to `{topic}`: no `publish:` scope matches it"
+                )))
+            }
+        }
+        Some(Rule::Consume) => {
+            let subscription = param("subscription");
+            if principal.may_consume(&subscription) {
+                Ok(())
+            } else {
+                Err(forbidden(format!(
+                    "this key may not consume from `{subscription}`: no `consume:` scope matches it"
+                )))
+            }
+        }
+        Some(Rule::OwnApp) => {
+            let app = param("app");
+            if principal.is_admin() || (app == principal.app.as_str() && principal.may_read()) {
+                Ok(())
+            } else {
+                Err(forbidden(
+                    "a key may read only its own app, with the `read` or `manage` scope".into(),
+                ))
+            }
+        }
+    };
+    match verdict {
+        Ok(()) => next.run(request).await,
+        Err(problem) => problem.into_response(),
+    }
+}
