@@ -19,4 +19,5 @@ mod streams;
 mod subscription_settings;
 mod subscriptions;
 mod support;
+mod tenancy;
 mod topics;

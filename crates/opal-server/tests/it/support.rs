@@ -85,6 +85,43 @@ impl TestApp {
         self.send(request.body(body.into()).unwrap()).await
     }
 
+    /// A request with the given key (`None`: no `Authorization` header) and optional JSON body.
+    pub(crate) async fn with_key(
+        &self,
+        key: Option<&str>,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> TestResponse {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(key) = key {
+            request = request.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let body = match body {
+            Some(body) => {
+                request = request.header(CONTENT_TYPE, "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).unwrap()).await
+    }
+
+    pub(crate) fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Only the status and headers: for streams, whose bodies do not end.
+    pub(crate) async fn head_of(&self, request: Request<Body>) -> (StatusCode, HeaderMap) {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        (response.status(), response.headers().clone())
+    }
+
     pub(crate) async fn get(&self, uri: &str) -> TestResponse {
         self.send(authed("GET", uri).body(Body::empty()).unwrap())
             .await
