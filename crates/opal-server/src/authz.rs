@@ -68,8 +68,8 @@ pub(crate) fn rule(method: &Method, route: &str) -> Option<Rule> {
         ("GET" | "POST", "/v1/apps") => Admin,
         ("PATCH" | "DELETE", "/v1/apps/{app}") => Admin,
         ("GET" | "POST", "/v1/apps/{app}/keys") => Admin,
-        ("GET" | "DELETE", "/v1/apps/{app}/keys/{key}") => Admin,
-        ("POST", "/v1/apps/{app}/keys/{key}/rotate") => Admin,
+        ("GET" | "DELETE", "/v1/apps/{app}/keys/{id}") => Admin,
+        ("POST", "/v1/apps/{app}/keys/{id}/rotate") => Admin,
         ("GET", "/v1/audit") => Admin,
         _ => return None,
     })

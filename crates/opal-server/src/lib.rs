@@ -58,11 +58,15 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// The clock of key expiry, rate limits and audit times (tests use a manual one).
     pub clock: Clock,
+    /// Failed authentications a client address may make per second (a burst of one second's
+    /// worth) before it is answered `429` for a while; 0 turns the limit off. Default 5.
+    pub auth_failures_per_s: u64,
 }
 
 impl ServerConfig {
     pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
     pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_AUTH_FAILURES_PER_S: u64 = 5;
 
     /// Default limits and body size, with the given admin key hash.
     pub fn new(admin_key_hash: [u8; 32]) -> Self {
@@ -74,6 +78,7 @@ impl ServerConfig {
             compression: true,
             request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
             clock: Clock::system(),
+            auth_failures_per_s: Self::DEFAULT_AUTH_FAILURES_PER_S,
         }
     }
 
@@ -114,6 +119,7 @@ impl fmt::Debug for ServerConfig {
             .field("cors_origins", &self.cors_origins)
             .field("compression", &self.compression)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("auth_failures_per_s", &self.auth_failures_per_s)
             .finish()
     }
 }
@@ -179,6 +185,7 @@ pub fn router(
         directory,
         Arc::clone(&broker),
         config.clock.clone(),
+        config.auth_failures_per_s,
     ));
     let state = AppState::new(http::Shared {
         broker,

@@ -336,7 +336,7 @@ impl IntoParams for AppPath {
     }
 }
 
-/// `{key}` in a path: a key id.
+/// `{id}` in a key's path: the key id.
 #[derive(Debug)]
 pub(crate) struct KeyPath;
 
@@ -344,7 +344,7 @@ impl IntoParams for KeyPath {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         vec![
             ParameterBuilder::new()
-                .name("key")
+                .name("id")
                 .parameter_in(ParameterIn::Path)
                 .required(Required::True)
                 .description(Some("The key's id: 12 of `a-z 0-9`."))

@@ -92,4 +92,15 @@ pub(crate) struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub(crate) request_timeout_ms: u64,
+
+    /// Failed authentications a client address may make per second before it is answered
+    /// `429` for a while; 0 turns the limit off (e.g. behind a proxy that makes every client
+    /// one address).
+    #[arg(
+        long,
+        env = "OPAL_AUTH_FAILURES_PER_S",
+        value_name = "N",
+        default_value_t = 5
+    )]
+    pub(crate) auth_failures_per_s: u64,
 }

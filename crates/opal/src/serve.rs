@@ -76,6 +76,7 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
     config.cors_origins = args.cors_origins.clone();
     config.compression = args.compression && !args.no_compression;
     config.request_timeout_ms = args.request_timeout_ms;
+    config.auth_failures_per_s = args.auth_failures_per_s;
     config
 }
 

@@ -33,29 +33,51 @@ pub(super) fn router() -> Router<AppState> {
 pub(crate) struct QuotasBody {
     /// Messages published per second (a burst of one second's worth is allowed).
     #[serde(default, deserialize_with = "crate::json::whole::optional")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9_007_199_254_740_991_u64)]
     publish_messages_per_s: Option<u64>,
     /// Payload bytes published per second (same rule).
     #[serde(default, deserialize_with = "crate::json::whole::optional")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9_007_199_254_740_991_u64)]
     publish_bytes_per_s: Option<u64>,
     /// Bytes the app's topics may hold.
     #[serde(default, deserialize_with = "crate::json::whole::optional")]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     stored_bytes: Option<u64>,
     /// Topics the app may own.
     #[serde(default, deserialize_with = "crate::json::whole::optional")]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     topics: Option<u64>,
     /// Subscriptions the app may own.
     #[serde(default, deserialize_with = "crate::json::whole::optional")]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     subscriptions: Option<u64>,
     /// SSE and WebSocket streams open at once.
     #[serde(default, deserialize_with = "crate::json::whole::optional")]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     open_streams: Option<u64>,
 }
+
+/// The largest quota accepted: the largest integer every JSON parser keeps exactly.
+const MAX_QUOTA: u64 = 9_007_199_254_740_991;
 
 impl QuotasBody {
     fn into_quotas(self) -> Result<Quotas, Problem> {
         let mut errors = Vec::new();
+        for (name, value) in [
+            ("publish_messages_per_s", self.publish_messages_per_s),
+            ("publish_bytes_per_s", self.publish_bytes_per_s),
+            ("stored_bytes", self.stored_bytes),
+            ("topics", self.topics),
+            ("subscriptions", self.subscriptions),
+            ("open_streams", self.open_streams),
+        ] {
+            if value.is_some_and(|v| v > MAX_QUOTA) {
+                errors.push(crate::problem::FieldError::at(
+                    format!("/quotas/{name}"),
+                    format!("must be at most {MAX_QUOTA}"),
+                ));
+            }
+        }
         for (name, value) in [
             ("publish_messages_per_s", self.publish_messages_per_s),
             ("publish_bytes_per_s", self.publish_bytes_per_s),

@@ -11,6 +11,8 @@ use crate::problem::{FieldError, Problem};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
+/// Positions stay below what every JSON parser keeps exactly.
+const MAX_AFTER: u64 = 9_007_199_254_740_991;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/audit", get(read_audit))
@@ -21,6 +23,7 @@ pub(super) fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
     /// Entries after this position (`next_after` of the previous page); default 0, the start.
+    #[param(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     after: Option<u64>,
     /// Most entries on the page (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -80,6 +83,12 @@ async fn read_audit(
         )]));
     }
     let after = query.after.unwrap_or(0);
+    if after > MAX_AFTER {
+        return Err(Problem::invalid(vec![FieldError::parameter(
+            "after",
+            format!("must be at most {MAX_AFTER}"),
+        )]));
+    }
     let records = state.tenancy.read_audit(after, limit).await?;
     let next_after = records.last().map_or(after, |r| r.seq);
     Ok(axum::Json(AuditPage {

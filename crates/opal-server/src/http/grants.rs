@@ -30,10 +30,19 @@ pub(super) fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct CreateGrant {
     /// The app that may subscribe.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}$")]
     app: String,
     /// What it may do: `subscribe`.
-    #[schema(min_items = 1)]
+    #[schema(schema_with = rights_schema)]
     rights: Vec<String>,
+}
+
+fn rights_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::json_schema(serde_json::json!({
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "enum": ["subscribe"]}
+    }))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

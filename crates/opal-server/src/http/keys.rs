@@ -25,19 +25,20 @@ const MAX_KEY_NAME: usize = 200;
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/apps/{app}/keys", get(list_keys).post(create_key))
-        .route("/v1/apps/{app}/keys/{key}", get(get_key).delete(revoke_key))
-        .route("/v1/apps/{app}/keys/{key}/rotate", post(rotate_key))
+        .route("/v1/apps/{app}/keys/{id}", get(get_key).delete(revoke_key))
+        .route("/v1/apps/{app}/keys/{id}/rotate", post(rotate_key))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     /// What the key is for, e.g. `ci` (1 to 200 characters).
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     /// `admin`, `manage`, `read`, `publish:<topic pattern>`, `consume:<subscription pattern>`;
     /// a pattern is name characters and `*` (any run of characters), matching the app's own
     /// short names. At least one.
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(schema_with = scopes_schema)]
     scopes: Vec<String>,
     /// When the key stops working (RFC 3339); `null` or left out: never.
     #[serde(default)]
@@ -88,6 +89,18 @@ struct KeyList {
     keys: Vec<KeyView>,
 }
 
+fn scopes_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::json_schema(serde_json::json!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 100,
+        "items": {
+            "type": "string",
+            "pattern": "^(?:admin|manage|read|(?:publish|consume):[A-Za-z0-9._*-]{1,200})$"
+        }
+    }))
+}
+
 fn time(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or_default()
 }
@@ -114,7 +127,7 @@ fn new_key(state: &AppState, key: &Arc<ApiKey>, secret: NewSecret) -> NewKeyView
 }
 
 fn key_param(raw: &str) -> Result<KeyId, Problem> {
-    KeyId::new(raw).map_err(|e| Problem::invalid_parameter("key", e))
+    KeyId::new(raw).map_err(|e| Problem::invalid_parameter("id", e))
 }
 
 /// An RFC 3339 time in body member `pointer`, as milliseconds.
@@ -235,7 +248,7 @@ async fn list_keys(
 
 #[utoipa::path(
     get,
-    path = "/v1/apps/{app}/keys/{key}",
+    path = "/v1/apps/{app}/keys/{id}",
     operation_id = "getKey",
     tag = "apps",
     summary = "Read an API key (admin)",
@@ -258,7 +271,7 @@ async fn get_key(
 /// Revokes the key at once: every request with it is refused from now on.
 #[utoipa::path(
     delete,
-    path = "/v1/apps/{app}/keys/{key}",
+    path = "/v1/apps/{app}/keys/{id}",
     operation_id = "revokeKey",
     tag = "apps",
     summary = "Revoke an API key (admin)",
@@ -285,7 +298,7 @@ async fn revoke_key(
 /// A new key with the same name and scopes; the old one works until `old_key_expires_at`.
 #[utoipa::path(
     post,
-    path = "/v1/apps/{app}/keys/{key}/rotate",
+    path = "/v1/apps/{app}/keys/{id}/rotate",
     operation_id = "rotateKey",
     tag = "apps",
     summary = "Rotate an API key (admin)",

@@ -58,11 +58,12 @@ impl Tenancy {
         directory: Arc<dyn Directory>,
         broker: Arc<dyn Broker>,
         clock: Clock,
+        auth_failures_per_s: u64,
     ) -> Self {
         Tenancy {
             directory,
             broker,
-            quotas: quota::Enforcer::new(clock.clone()),
+            quotas: quota::Enforcer::new(clock.clone(), auth_failures_per_s),
             clock,
             loaded: OnceCell::new(),
             state: RwLock::new(State::default()),

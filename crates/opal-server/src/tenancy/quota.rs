@@ -11,9 +11,6 @@ use serde::Serialize;
 use super::rate::{RateLimit, Refused, RetryAfter};
 use crate::problem::{Problem, ProblemKind};
 
-/// Failed authentications a client address may make per second (burst: one second's worth).
-/// Enough for a person mistyping; far too few to guess anything.
-const AUTH_FAILURES_PER_S: u64 = 5;
 /// Addresses remembered at most; beyond, those whose limit has fully recovered are forgotten.
 const MAX_TRACKED_ADDRESSES: usize = 100_000;
 /// How old an app's stored-bytes figure may be when a publish is checked against it.
@@ -38,6 +35,9 @@ struct PublishLimits {
 #[derive(Debug)]
 pub(crate) struct Enforcer {
     clock: Clock,
+    /// Failed authentications a client address may make per second (burst: one second's
+    /// worth); 0: no limit. Enough for a person mistyping; far too few to guess anything.
+    auth_failures_per_s: u64,
     publish: Mutex<HashMap<AppName, PublishLimits>>,
     stored: Mutex<HashMap<AppName, (i64, u64)>>,
     streams: Arc<Mutex<HashMap<AppName, u64>>>,
@@ -72,9 +72,10 @@ fn rate_limited(what: &str, quota: u64, unit: &str, wait: RetryAfter) -> Problem
 }
 
 impl Enforcer {
-    pub(crate) fn new(clock: Clock) -> Self {
+    pub(crate) fn new(clock: Clock, auth_failures_per_s: u64) -> Self {
         Enforcer {
             clock,
+            auth_failures_per_s,
             publish: Mutex::new(HashMap::new()),
             stored: Mutex::new(HashMap::new()),
             streams: Arc::new(Mutex::new(HashMap::new())),
@@ -240,6 +241,9 @@ impl Enforcer {
 
     /// Whether an address has failed to authenticate too often; how long it must wait.
     pub(crate) fn auth_blocked(&self, addr: IpAddr) -> Option<RetryAfter> {
+        if self.auth_failures_per_s == 0 {
+            return None;
+        }
         let mut failures = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
         let rate = failures.get_mut(&addr)?;
         // Would one more failure fit? Asked of a copy, so asking takes nothing.
@@ -251,14 +255,18 @@ impl Enforcer {
     }
 
     pub(crate) fn auth_failed(&self, addr: IpAddr) {
+        if self.auth_failures_per_s == 0 {
+            return;
+        }
         let mut failures = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= MAX_TRACKED_ADDRESSES {
             let clock = &self.clock;
-            failures.retain(|_, rate| rate.clone().take(clock, AUTH_FAILURES_PER_S).is_err());
+            let full = self.auth_failures_per_s;
+            failures.retain(|_, rate| rate.clone().take(clock, full).is_err());
         }
         let rate = failures
             .entry(addr)
-            .or_insert_with(|| RateLimit::per_second(AUTH_FAILURES_PER_S));
+            .or_insert_with(|| RateLimit::per_second(self.auth_failures_per_s));
         let _ = rate.take(&self.clock, 1);
     }
 }
