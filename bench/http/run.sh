@@ -8,6 +8,9 @@
 #                                             a publish, but stores nothing (REFERENCE=0 skips it)
 #   3. single-message JSON publishes        - 64 connections
 #   4. 100-message JSON batches of 256 B    - $BATCH_CONNS connections
+#   5. single-message publishes, alternately with the admin key and with an app key that has
+#      pattern scopes and quotas set high enough never to be reached, APP_ROUNDS times each
+#      (APP_ROUNDS=0 skips them): what authorization and quota checks cost
 # and prints requests/s, messages/s, payload MB/s and latency percentiles, then stops the server.
 # Every step is bounded in time. wrk and the server share the machine's cores.
 # Needs wrk, curl and jq (Debian packages) and a release build of the server.
@@ -21,6 +24,8 @@
 #   BATCH         messages per batched request (default 100)
 #   BATCH_CONNS   connections for batches (default 32)
 #   REFERENCE     1 (default) to measure GET /v1/topics/bench as well
+#   APP_ROUNDS    rounds of admin-key / app-key single publishes (default 3)
+#   APP_DURATION  seconds per phase of those rounds (default 10)
 #   WORK_DIR      where the data directory and server log go (default /work/opal-bench-http;
 #                 its data/ is removed at the start, and at the end unless KEEP=1)
 #   RUST_LOG      server log filter (unset: the server's default, `info`)
@@ -79,6 +84,22 @@ grep -q "fsync:    always" "$WORK_DIR/server.out" || { echo "server is not on fs
 
 curl -fsS -o /dev/null -X PUT -H "$AUTH" "$BASE/v1/topics/bench"
 
+# An app with quotas far above what this machine can reach, and a key with pattern scopes; its
+# topic `bench` is the app's own (stored as bench-app/bench), beside the admin's.
+APP_ROUNDS="${APP_ROUNDS:-3}"
+APP_DURATION="${APP_DURATION:-10}"
+if [ "$APP_ROUNDS" -gt 0 ]; then
+  curl -fsS -o /dev/null -X POST -H "$AUTH" -H 'Content-Type: application/json' "$BASE/v1/apps" \
+    -d '{"name": "bench-app", "quotas": {"publish_messages_per_s": 100000000,
+         "publish_bytes_per_s": 100000000000, "stored_bytes": 1000000000000,
+         "topics": 1000, "subscriptions": 1000, "open_streams": 1000}}'
+  APP_KEY=$(curl -fsS -X POST -H "$AUTH" -H 'Content-Type: application/json' \
+    "$BASE/v1/apps/bench-app/keys" \
+    -d '{"name": "bench", "scopes": ["read", "manage", "publish:orders.*", "publish:be*ch", "consume:*"]}' \
+    | jq -r .key)
+  curl -fsS -o /dev/null -X PUT -H "Authorization: Bearer $APP_KEY" "$BASE/v1/topics/bench"
+fi
+
 run_wrk() { # label, connections, script, extra env...
   local label=$1 conns=$2 script=$3
   shift 3
@@ -93,10 +114,16 @@ WRK_PATH=/healthz run_wrk ceiling "$CONNS" healthz.lua
 [ "${REFERENCE:-1}" = 1 ] && run_wrk topic_get "$CONNS" topic.lua
 run_wrk single "$CONNS" publish.lua BATCH=1
 run_wrk batch "$BATCH_CONNS" publish.lua BATCH="$BATCH"
+for round in $(seq "$APP_ROUNDS"); do
+  DURATION=$APP_DURATION run_wrk "admin_key_$round" "$CONNS" publish.lua BATCH=1 LABEL="admin_key_$round"
+  DURATION=$APP_DURATION run_wrk "app_key_$round" "$CONNS" publish.lua BATCH=1 LABEL="app_key_$round" KEY="$APP_KEY"
+done
 
 # What the broker says it stored, as a check that the publishes were real: at least the
 # answered publishes (requests still in flight when wrk stopped may have been stored too).
 stored=$(curl -fsS -H "$AUTH" "$BASE/v1/topics/bench" | jq -r '.stats.published_messages')
+app_stored=0
+[ "$APP_ROUNDS" -gt 0 ] && app_stored=$(curl -fsS -H "Authorization: Bearer $APP_KEY" "$BASE/v1/topics/bench" | jq -r '.stats.published_messages')
 stop_server
 
 field() { grep "^RESULT $1 " "$WORK_DIR/results" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
@@ -105,7 +132,17 @@ single=$(field single req_s)
 batch_msgs=$(field batch"$BATCH" msg_s)
 batch_mb=$(field batch"$BATCH" mb_s)
 answered=$(( $(field single requests) + BATCH * $(field batch"$BATCH" requests) ))
-echo "# stored: $stored messages; answered publishes: $answered messages"
+app_answered=0
+admin_sum=0
+app_sum=0
+for round in $(seq "$APP_ROUNDS"); do
+  answered=$(( answered + $(field "admin_key_$round" requests) ))
+  app_answered=$(( app_answered + $(field "app_key_$round" requests) ))
+  admin_sum=$(( admin_sum + $(field "admin_key_$round" req_s) ))
+  app_sum=$(( app_sum + $(field "app_key_$round" req_s) ))
+done
+echo "# stored: $stored messages; answered publishes: $answered messages (admin key);" \
+  "app key: $app_stored stored, $app_answered answered"
 pct() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", 100*a/b}'; }
 if [ "${REFERENCE:-1}" = 1 ]; then
   reference=$(field topic_get req_s)
@@ -113,6 +150,11 @@ if [ "${REFERENCE:-1}" = 1 ]; then
 fi
 echo "# summary: ceiling ${ceiling} req/s; single ${single} req/s = $(pct "$single" "$ceiling") % of ceiling (target >= 50 %);" \
   "batch${BATCH} ${batch_msgs} msg/s, ${batch_mb} MB/s of payload (target >= 200000 msg/s)"
+if [ "$APP_ROUNDS" -gt 0 ]; then
+  echo "# app key vs admin key, single publishes over $APP_ROUNDS alternating rounds of ${APP_DURATION}s:" \
+    "admin $((admin_sum / APP_ROUNDS)) req/s, app $((app_sum / APP_ROUNDS)) req/s (mean) =" \
+    "$(pct "$app_sum" "$admin_sum") % (target >= 95 %)"
+fi
 status=0
 for label in $(cut -d' ' -f2 "$WORK_DIR/results"); do
   if [ "$(field "$label" non2xx)" != 0 ] || [ "$(field "$label" socket_errors)" != 0 ]; then
@@ -121,4 +163,5 @@ for label in $(cut -d' ' -f2 "$WORK_DIR/results"); do
   fi
 done
 [ "$stored" -ge "$answered" ] || { echo "# WARNING: fewer messages stored than answered" >&2; status=1; }
+[ "$app_stored" -ge "$app_answered" ] || { echo "# WARNING: fewer app messages stored than answered" >&2; status=1; }
 exit $status

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::HeaderMap;
@@ -15,7 +15,7 @@ use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use opal_core::tenancy::{KeyId, KeyStatus, Scope};
+use opal_core::tenancy::{ApiKey, KeyStatus, Scope};
 use opal_core::{AppName, SubscriptionName, TopicName};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -24,51 +24,62 @@ use crate::http::AppState;
 use crate::problem::{Problem, ProblemKind};
 use crate::tenancy::{Tenancy, parse_key};
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request. Cheap to clone (it is, several times per request):
+/// the key record is shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Principal {
-    /// The app the caller acts for: short names are this app's.
-    pub(crate) app: AppName,
-    /// The key used; `None` for the bootstrap admin key.
-    pub(crate) key: Option<KeyId>,
-    pub(crate) scopes: Arc<[Scope]>,
+    /// The app key used; `None` for the bootstrap admin key.
+    key: Option<Arc<ApiKey>>,
 }
+
+/// What the bootstrap admin key acts as.
+static DEFAULT_APP: LazyLock<AppName> = LazyLock::new(AppName::default_app);
+const BOOTSTRAP_SCOPES: &[Scope] = &[Scope::Admin];
 
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.key {
             None => f.write_str("admin"),
-            Some(id) => write!(f, "{}:{id}", self.app),
+            Some(key) => write!(f, "{}:{}", key.app, key.id),
         }
     }
 }
 
 impl Principal {
     pub(crate) fn bootstrap_admin() -> Self {
-        Principal {
-            app: AppName::default_app(),
-            key: None,
-            scopes: Arc::from([Scope::Admin]),
-        }
+        Principal { key: None }
+    }
+
+    pub(crate) fn with_key(key: Arc<ApiKey>) -> Self {
+        Principal { key: Some(key) }
+    }
+
+    /// The app the caller acts for: short names are this app's.
+    pub(crate) fn app(&self) -> &AppName {
+        self.key.as_ref().map_or(&DEFAULT_APP, |k| &k.app)
+    }
+
+    fn scopes(&self) -> &[Scope] {
+        self.key.as_ref().map_or(BOOTSTRAP_SCOPES, |k| &k.scopes)
     }
 
     pub(crate) fn is_admin(&self) -> bool {
-        self.scopes.contains(&Scope::Admin)
+        self.scopes().contains(&Scope::Admin)
     }
 
     pub(crate) fn may_manage(&self) -> bool {
-        self.is_admin() || self.scopes.contains(&Scope::Manage)
+        self.is_admin() || self.scopes().contains(&Scope::Manage)
     }
 
     pub(crate) fn may_read(&self) -> bool {
-        self.may_manage() || self.scopes.contains(&Scope::Read)
+        self.may_manage() || self.scopes().contains(&Scope::Read)
     }
 
     /// Publishing to a topic named `raw` (as given in the path).
     pub(crate) fn may_publish(&self, raw: &str) -> bool {
         self.is_admin()
             || self
-                .scopes
+                .scopes()
                 .iter()
                 .any(|s| matches!(s, Scope::Publish(p) if p.matches(raw)))
     }
@@ -77,7 +88,7 @@ impl Principal {
     pub(crate) fn may_consume(&self, raw: &str) -> bool {
         self.is_admin()
             || self
-                .scopes
+                .scopes()
                 .iter()
                 .any(|s| matches!(s, Scope::Consume(p) if p.matches(raw)))
     }
@@ -88,12 +99,12 @@ impl Principal {
     pub(crate) fn topic(&self, raw: &str) -> Result<TopicName, Problem> {
         if raw.contains(opal_core::APP_SEPARATOR) {
             let name = TopicName::new(raw).map_err(|e| Problem::invalid_parameter("topic", e))?;
-            if self.is_admin() || name.app() == Some(self.app.as_str()) {
+            if self.is_admin() || name.app() == Some(self.app().as_str()) {
                 return Ok(name);
             }
             return Err(not_found("topic", raw));
         }
-        TopicName::qualified(&self.app, raw).map_err(|e| Problem::invalid_parameter("topic", e))
+        TopicName::qualified(self.app(), raw).map_err(|e| Problem::invalid_parameter("topic", e))
     }
 
     /// As [`Principal::topic`], for a subscription.
@@ -101,19 +112,19 @@ impl Principal {
         if raw.contains(opal_core::APP_SEPARATOR) {
             let name = SubscriptionName::new(raw)
                 .map_err(|e| Problem::invalid_parameter("subscription", e))?;
-            if self.is_admin() || name.app() == Some(self.app.as_str()) {
+            if self.is_admin() || name.app() == Some(self.app().as_str()) {
                 return Ok(name);
             }
             return Err(not_found("subscription", raw));
         }
-        SubscriptionName::qualified(&self.app, raw)
+        SubscriptionName::qualified(self.app(), raw)
             .map_err(|e| Problem::invalid_parameter("subscription", e))
     }
 
     /// How this caller sees a stored topic name: short if it is the caller's app's.
     pub(crate) fn local_topic(&self, name: &TopicName) -> TopicName {
         match name.app() {
-            Some(app) if app == self.app.as_str() => {
+            Some(app) if app == self.app().as_str() => {
                 TopicName::new(name.short()).unwrap_or_else(|_| name.clone())
             }
             _ => name.clone(),
@@ -123,7 +134,7 @@ impl Principal {
     /// How this caller sees a stored subscription name: short if it is the caller's app's.
     pub(crate) fn local_subscription(&self, name: &SubscriptionName) -> SubscriptionName {
         match name.app() {
-            Some(app) if app == self.app.as_str() => {
+            Some(app) if app == self.app().as_str() => {
                 SubscriptionName::new(name.short()).unwrap_or_else(|_| name.clone())
             }
             _ => name.clone(),
@@ -185,11 +196,7 @@ pub(crate) fn authenticate(
         && bool::from(hash.as_slice().ct_eq(&key.hash))
     {
         return match key.status(tenancy.clock.now_ms()) {
-            KeyStatus::Active => Ok(Principal {
-                app: key.app.clone(),
-                key: Some(key.id.clone()),
-                scopes: Arc::from(key.scopes.as_slice()),
-            }),
+            KeyStatus::Active => Ok(Principal::with_key(key)),
             KeyStatus::Expired => Err(unauthorized("the API key has expired", true)),
             KeyStatus::Revoked => Err(unauthorized("the API key was revoked", true)),
         };
@@ -271,11 +278,17 @@ mod tests {
     use super::*;
 
     fn principal(scopes: &[&str]) -> Principal {
-        Principal {
+        Principal::with_key(Arc::new(ApiKey {
+            id: opal_core::tenancy::KeyId::new("abcdefghij01").unwrap(),
             app: AppName::new("acme").unwrap(),
-            key: Some(KeyId::new("abcdefghij01").unwrap()),
+            name: "test".into(),
             scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
-        }
+            hash: [0; 32],
+            created_at_ms: 0,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+            rotated_from: None,
+        }))
     }
 
     #[test]

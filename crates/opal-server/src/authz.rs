@@ -109,7 +109,7 @@ pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
         for name in ["topic", "subscription"] {
             let value = param(name);
             if let Some((app, _)) = value.split_once(opal_core::APP_SEPARATOR)
-                && app != principal.app.as_str()
+                && app != principal.app().as_str()
             {
                 return forbidden(format!(
                     "this key may not reach `{value}`: resources of other apps are out of its reach"
@@ -168,7 +168,7 @@ pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
         }
         Some(Rule::OwnApp) => {
             let app = param("app");
-            if principal.is_admin() || (app == principal.app.as_str() && principal.may_read()) {
+            if principal.is_admin() || (app == principal.app().as_str() && principal.may_read()) {
                 Ok(())
             } else {
                 Err(forbidden(

@@ -54,7 +54,7 @@ impl Caller {
             .audit(AuditEntry {
                 at_ms: state.tenancy.clock.now_ms(),
                 actor: self.principal.to_string(),
-                actor_app: self.principal.app.to_string(),
+                actor_app: self.principal.app().to_string(),
                 action: action.to_owned(),
                 resource: resource.to_string(),
                 client: self.client.map(|a| a.to_string()),

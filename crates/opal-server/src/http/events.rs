@@ -83,8 +83,8 @@ async fn events(
     check(errors)?;
     state.broker.get_subscription(&name).await?;
     state.tenancy.check_delivery(&name)?;
-    let quotas = state.tenancy.app_quotas(&caller.app);
-    let guard = state.tenancy.quotas.open_stream(&caller.app, &quotas)?;
+    let quotas = state.tenancy.app_quotas(caller.app());
+    let guard = state.tenancy.quotas.open_stream(caller.app(), &quotas)?;
     // `Last-Event-ID` needs no handling: the subscription, not the connection, holds the ack
     // state, so a new stream simply goes on with what is unacked.
 

@@ -195,7 +195,7 @@ pub(super) async fn admit(
     caller: &Caller,
     messages: &[NewMessage],
 ) -> Result<(), Problem> {
-    let quotas = state.tenancy.app_quotas(&caller.app);
+    let quotas = state.tenancy.app_quotas(caller.app());
     if quotas.publish_messages_per_s.is_none()
         && quotas.publish_bytes_per_s.is_none()
         && quotas.stored_bytes.is_none()
@@ -208,7 +208,7 @@ pub(super) async fn admit(
         .quotas
         .check_publish(
             state.broker.as_ref(),
-            &caller.app,
+            caller.app(),
             &quotas,
             messages.len() as u64,
             bytes,

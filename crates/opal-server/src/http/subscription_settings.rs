@@ -234,7 +234,7 @@ async fn list_subscriptions(
         .transpose()?;
     let subscriptions = state
         .broker
-        .list_subscriptions(Some(&caller.app), after.as_ref(), page.limit)
+        .list_subscriptions(Some(caller.app()), after.as_ref(), page.limit)
         .await?;
     let last = subscriptions
         .last()

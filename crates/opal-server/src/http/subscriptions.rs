@@ -397,12 +397,12 @@ pub(super) fn subscribable_topic(
 ) -> Result<TopicName, Problem> {
     if raw.contains(opal_core::APP_SEPARATOR) {
         let topic = TopicName::new(raw)?;
-        if caller.is_admin() || state.tenancy.may_subscribe(&caller.app, &topic) {
+        if caller.is_admin() || state.tenancy.may_subscribe(caller.app(), &topic) {
             return Ok(topic);
         }
         return Err(BrokerError::TopicNotFound(raw.to_owned()).into());
     }
-    Ok(TopicName::qualified(&caller.app, raw)?)
+    Ok(TopicName::qualified(caller.app(), raw)?)
 }
 
 /// A topic of the caller's own app (any app's, for admins) named in body member `field`.
@@ -410,10 +410,10 @@ pub(super) fn own_topic(caller: &Caller, raw: &str, field: &str) -> Result<Topic
     let topic = if raw.contains(opal_core::APP_SEPARATOR) {
         TopicName::new(raw)
     } else {
-        TopicName::qualified(&caller.app, raw)
+        TopicName::qualified(caller.app(), raw)
     }
     .map_err(|e| renamed(e, field))?;
-    if caller.is_admin() || topic.app() == Some(caller.app.as_str()) {
+    if caller.is_admin() || topic.app() == Some(caller.app().as_str()) {
         Ok(topic)
     } else {
         Err(BrokerError::TopicNotFound(raw.to_owned()).into())
@@ -965,7 +965,7 @@ async fn redrive(
     }
     // Dead letters go back only into the caller's own topics (any topic, for admins).
     let admin = caller.is_admin();
-    let app = caller.app.clone();
+    let app = caller.app().clone();
     let may_publish = move |topic: &TopicName| admin || topic.app() == Some(app.as_str());
     let outcome =
         opal_core::dead_letter::redrive(state.broker.as_ref(), &name, max, &may_publish).await?;

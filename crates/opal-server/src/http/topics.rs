@@ -385,7 +385,7 @@ async fn list_topics(
         .transpose()?;
     let topics = state
         .broker
-        .list_topics(Some(&caller.app), after.as_ref(), page.limit)
+        .list_topics(Some(caller.app()), after.as_ref(), page.limit)
         .await?;
     let last = topics
         .last()

@@ -109,8 +109,8 @@ async fn open(
             ),
         )
     })?;
-    let quotas = state.tenancy.app_quotas(&caller.app);
-    let guard = state.tenancy.quotas.open_stream(&caller.app, &quotas)?;
+    let quotas = state.tenancy.app_quotas(caller.app());
+    let guard = state.tenancy.quotas.open_stream(caller.app(), &quotas)?;
     let span = tracing::info_span!("ws", subscription = %name);
     let session = Session {
         state,

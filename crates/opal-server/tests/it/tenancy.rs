@@ -287,7 +287,7 @@ async fn keys_are_shown_once_and_stop_working_when_revoked_or_expired() {
             .unwrap()
             .contains("expired")
     );
-    let statuses: Vec<(String, String)> =
+    let statuses: std::collections::BTreeMap<String, String> =
         t.admin("GET", "/v1/apps/acme/keys", None).await.json()["keys"]
             .as_array()
             .unwrap()
@@ -299,13 +299,11 @@ async fn keys_are_shown_once_and_stop_working_when_revoked_or_expired() {
                 )
             })
             .collect();
-    assert_eq!(
-        statuses,
-        vec![
-            (expiring_id, "expired".to_owned()),
-            (revoked_id, "revoked".to_owned())
-        ]
-    );
+    let expected = std::collections::BTreeMap::from([
+        (expiring_id, "expired".to_owned()),
+        (revoked_id, "revoked".to_owned()),
+    ]);
+    assert_eq!(statuses, expected);
     // A near miss of a real key is just a wrong key.
     let mut wrong = expiring.clone();
     wrong.pop();
