@@ -64,10 +64,14 @@ impl EmbeddedBroker {
             path: config.data_dir.clone(),
             source,
         })?;
-        let meta = Arc::new(MetaStore::open(&config.data_dir.join("meta.redb"))?);
+        let meta = Arc::new(MetaStore::open(
+            &config.data_dir.join("meta.redb"),
+            config.encryption.clone(),
+        )?);
         let log_config = LogConfig {
             fsync: config.fsync,
             segment_max_bytes: config.segment_max_bytes,
+            encryption: config.encryption.clone(),
             ..LogConfig::default()
         };
 
@@ -190,7 +194,8 @@ fn resolve_pending_dedup(
             pending_from: None,
             ..row.clone()
         });
-        tracing::info!(topic = topic_name, dedup_id, found = ?found, "resolved a dedup reservation left by a crash");
+        // The stored form: a keyed tag, not the publisher's id, when encryption is on.
+        tracing::info!(topic = topic_name, dedup_id = dedup_id.0, found = ?found, "resolved a dedup reservation left by a crash");
         meta.resolve_dedup(&topic_name, &dedup_id, confirmed.as_ref())?;
     }
     Ok(())

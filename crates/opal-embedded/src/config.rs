@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use opal_core::{Clock, Limits};
-use opal_log::FsyncPolicy;
+use opal_log::{FsyncPolicy, Keyring};
 
 /// Where and how the embedded backend stores data.
 #[derive(Debug, Clone)]
@@ -15,6 +15,10 @@ pub struct EmbeddedConfig {
     pub segment_max_bytes: u64,
     /// The time source of every timer (the system clock unless a test drives it).
     pub clock: Clock,
+    /// Encryption at rest: log batches and the metadata rows that hold message content are
+    /// sealed with the current key. `None` (the default) stores plaintext; a directory that
+    /// holds encrypted data then refuses to open.
+    pub encryption: Option<Keyring>,
 }
 
 impl EmbeddedConfig {
@@ -25,6 +29,7 @@ impl EmbeddedConfig {
             limits: Limits::default(),
             segment_max_bytes: 128 * 1024 * 1024,
             clock: Clock::system(),
+            encryption: None,
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum EmbeddedError {
     SubscriptionGone(String),
     #[error("background task failed: {0}")]
     Task(String),
+    /// Encryption keys that do not fit the data: missing, different, or not given.
+    #[error("encryption keys: {0}")]
+    Keys(String),
 }
 
 impl EmbeddedError {

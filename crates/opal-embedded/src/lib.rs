@@ -14,6 +14,7 @@ mod publish;
 mod pull;
 mod rows;
 mod scheduler;
+mod sealing;
 mod settle;
 mod stats;
 mod subscription;

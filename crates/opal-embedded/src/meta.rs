@@ -2,7 +2,9 @@
 //!
 //! Every write transaction commits with `Durability::Immediate`, so a call that returned has
 //! reached stable storage. All methods block (a commit syncs the disk): call them off the
-//! async executor.
+//! async executor. With encryption on, rows that can hold message content (delayed messages,
+//! retries with their ordering keys, subscriptions with their filters) are sealed and dedup
+//! ids are stored as keyed tags (see `sealing`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::EmbeddedError;
 use crate::cursor::AckPlan;
+use crate::sealing::{KEY_CHECK_PREFIX, Sealing, row_aad};
 
 const SETTINGS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("settings");
 const TOPICS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("topics");
@@ -118,7 +121,12 @@ pub(crate) struct DedupRow {
 pub(crate) struct MetaStore {
     /// `None` once closed, so that the file lock is released even while handles remain.
     db: RwLock<Option<Database>>,
+    sealing: Sealing,
 }
+
+/// A dedup id as stored (a tag when encryption is on), as opposed to one given by a publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredDedupId(pub(crate) String);
 
 /// A read lock on the open database.
 pub(crate) struct Db<'a>(RwLockReadGuard<'a, Option<Database>>);
@@ -143,8 +151,36 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(bytes).map_err(|e| EmbeddedError::CorruptMeta(format!("{what}: {e}")))
 }
 
+/// Where sealed rows live, as associated data.
+fn delayed_aad(topic: &str, due: i64, id: u128) -> Vec<u8> {
+    row_aad(
+        "delayed",
+        &[topic.as_bytes(), &due.to_le_bytes(), &id.to_le_bytes()],
+    )
+}
+
+fn retry_aad(name: &str, partition: u32, offset: u64) -> Vec<u8> {
+    row_aad(
+        "retries",
+        &[
+            name.as_bytes(),
+            &partition.to_le_bytes(),
+            &offset.to_le_bytes(),
+        ],
+    )
+}
+
+fn subscription_aad(name: &str) -> Vec<u8> {
+    row_aad("subscriptions", &[name.as_bytes()])
+}
+
 impl MetaStore {
-    pub(crate) fn open(path: &Path) -> Result<Self, EmbeddedError> {
+    /// Opens (creating) the store; `keys` seal new rows and must include every key that wrote
+    /// to it before (checked here: a missing or different key fails the open).
+    pub(crate) fn open(
+        path: &Path,
+        keys: Option<opal_log::Keyring>,
+    ) -> Result<Self, EmbeddedError> {
         // A bounded page cache: metadata reads are few and hot, and redb's default (1 GiB)
         // would let a large table (a million delayed messages) fill memory.
         let db = Database::builder()
@@ -153,6 +189,7 @@ impl MetaStore {
             .map_err(EmbeddedError::meta)?;
         let store = MetaStore {
             db: RwLock::new(Some(db)),
+            sealing: Sealing::new(keys),
         };
         store.write(|txn| {
             // Opening every table once makes later read transactions find them.
@@ -179,6 +216,20 @@ impl MetaStore {
                         "data directory has format version {v:?}, this build reads {FORMAT_VERSION}"
                     )));
                 }
+            }
+            let mut recorded = Vec::new();
+            for entry in settings.range(KEY_CHECK_PREFIX..)? {
+                let (name, check) = entry?;
+                let Some(id) = name.value().strip_prefix(KEY_CHECK_PREFIX) else {
+                    break;
+                };
+                let id = id.parse::<u16>().map_err(|_| {
+                    EmbeddedError::CorruptMeta(format!("bad key record {}", name.value()))
+                })?;
+                recorded.push((id, check.value().to_vec()));
+            }
+            if let Some((name, check)) = store.sealing.check_recorded_keys(&recorded)? {
+                settings.insert(name.as_str(), check.as_slice())?;
             }
             Ok(())
         })?;
@@ -245,17 +296,18 @@ impl MetaStore {
     }
 
     pub(crate) fn topics(&self) -> Result<Vec<(String, TopicRow)>, EmbeddedError> {
-        self.rows(TOPICS, "topic")
+        self.rows(TOPICS, "topic", |_| Vec::new())
     }
 
     pub(crate) fn subscriptions(&self) -> Result<Vec<(String, SubscriptionRow)>, EmbeddedError> {
-        self.rows(SUBSCRIPTIONS, "subscription")
+        self.rows(SUBSCRIPTIONS, "subscription", subscription_aad)
     }
 
     fn rows<T: for<'de> Deserialize<'de>>(
         &self,
         def: TableDefinition<'_, &str, &[u8]>,
         what: &str,
+        aad: impl Fn(&str) -> Vec<u8>,
     ) -> Result<Vec<(String, T)>, EmbeddedError> {
         // The read lock is held until the transaction ends, so `close` waits for it.
         let db = self.db()?;
@@ -264,7 +316,9 @@ impl MetaStore {
         let mut out = Vec::new();
         for entry in table.iter().map_err(EmbeddedError::meta)? {
             let (k, v) = entry.map_err(EmbeddedError::meta)?;
-            out.push((k.value().to_owned(), decode(what, v.value())?));
+            let name = k.value();
+            let row = self.sealing.decode(what, &aad(name), v.value())?;
+            out.push((name.to_owned(), row));
         }
         Ok(out)
     }
@@ -284,7 +338,7 @@ impl MetaStore {
         row: &SubscriptionRow,
         floors: &[u64],
     ) -> Result<(), EmbeddedError> {
-        let bytes = encode(row)?;
+        let bytes = self.sealing.encode(&subscription_aad(name), row)?;
         self.write(|txn| {
             txn.open_table(SUBSCRIPTIONS)?
                 .insert(name, bytes.as_slice())?;
@@ -369,7 +423,7 @@ impl MetaStore {
     ) -> Result<(), EmbeddedError> {
         let rows = retries
             .iter()
-            .map(|(p, o, row)| Ok((*p, *o, encode(row)?)))
+            .map(|(p, o, row)| Ok((*p, *o, self.sealing.encode(&retry_aad(name, *p, *o), row)?)))
             .collect::<Result<Vec<_>, EmbeddedError>>()?;
         self.write_with(durable, |txn| {
             let mut table = txn.open_table(RETRIES)?;
@@ -392,7 +446,9 @@ impl MetaStore {
         {
             let (k, v) = entry.map_err(EmbeddedError::meta)?;
             let (_, partition, offset) = k.value();
-            out.push((partition, offset, decode("retry", v.value())?));
+            let aad = retry_aad(name, partition, offset);
+            let row = self.sealing.decode("retry", &aad, v.value())?;
+            out.push((partition, offset, row));
         }
         Ok(out)
     }
@@ -425,12 +481,12 @@ impl MetaStore {
     ) -> Result<(), EmbeddedError> {
         let delayed = delayed
             .iter()
-            .map(|(due, id, row)| Ok((*due, *id, encode(row)?)))
+            .map(|(due, id, row)| {
+                let bytes = self.sealing.encode(&delayed_aad(topic, *due, *id), row)?;
+                Ok((*due, *id, bytes))
+            })
             .collect::<Result<Vec<_>, EmbeddedError>>()?;
-        let dedup = dedup
-            .iter()
-            .map(|(id, row)| Ok((id.as_str(), row.expires_ms, encode(row)?)))
-            .collect::<Result<Vec<_>, EmbeddedError>>()?;
+        let dedup = self.dedup_rows(dedup)?;
         self.write(|txn| {
             let mut table = txn.open_table(DELAYED)?;
             for (due, id, bytes) in &delayed {
@@ -445,114 +501,11 @@ impl MetaStore {
             let mut expiry = txn.open_table(DEDUP_EXPIRY)?;
             let mut pending = txn.open_table(DEDUP_PENDING)?;
             for (id, expires, bytes) in &dedup {
-                table.insert((topic, *id), bytes.as_slice())?;
-                expiry.insert((*expires, topic, *id), ())?;
-                pending.remove((topic, *id))?;
+                table.insert((topic, id.as_str()), bytes.as_slice())?;
+                expiry.insert((*expires, topic, id.as_str()), ())?;
+                pending.remove((topic, id.as_str()))?;
             }
             Ok(())
-        })
-    }
-
-    /// Reserves dedup ids before their messages are appended (rows with `pending_from`).
-    pub(crate) fn reserve_dedup(
-        &self,
-        topic: &str,
-        rows: &[(String, DedupRow)],
-    ) -> Result<(), EmbeddedError> {
-        let rows = rows
-            .iter()
-            .map(|(id, row)| Ok((id.as_str(), row.expires_ms, encode(row)?)))
-            .collect::<Result<Vec<_>, EmbeddedError>>()?;
-        self.write(|txn| {
-            let mut table = txn.open_table(DEDUP)?;
-            let mut expiry = txn.open_table(DEDUP_EXPIRY)?;
-            let mut pending = txn.open_table(DEDUP_PENDING)?;
-            for (id, expires, bytes) in &rows {
-                table.insert((topic, *id), bytes.as_slice())?;
-                expiry.insert((*expires, topic, *id), ())?;
-                pending.insert((topic, *id), ())?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Reservations a crash left unconfirmed: (topic, dedup id, row).
-    pub(crate) fn pending_dedup(&self) -> Result<Vec<(String, String, DedupRow)>, EmbeddedError> {
-        let db = self.db()?;
-        let txn = db.begin_read().map_err(EmbeddedError::meta)?;
-        let pending = txn.open_table(DEDUP_PENDING).map_err(EmbeddedError::meta)?;
-        let table = txn.open_table(DEDUP).map_err(EmbeddedError::meta)?;
-        let mut out = Vec::new();
-        for entry in pending.iter().map_err(EmbeddedError::meta)? {
-            let (key, _) = entry.map_err(EmbeddedError::meta)?;
-            let (topic, id) = key.value();
-            if let Some(row) = table.get((topic, id)).map_err(EmbeddedError::meta)? {
-                out.push((
-                    topic.to_owned(),
-                    id.to_owned(),
-                    decode("dedup", row.value())?,
-                ));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Settles a reservation after a crash: confirms it at `offset`, or drops it (`None`: the
-    /// append never happened, so a retry must store the message).
-    pub(crate) fn resolve_dedup(
-        &self,
-        topic: &str,
-        id: &str,
-        row: Option<&DedupRow>,
-    ) -> Result<(), EmbeddedError> {
-        let bytes = row.map(encode).transpose()?;
-        self.write(|txn| {
-            let mut table = txn.open_table(DEDUP)?;
-            match &bytes {
-                Some(bytes) => {
-                    table.insert((topic, id), bytes.as_slice())?;
-                }
-                None => {
-                    table.remove((topic, id))?;
-                }
-            }
-            txn.open_table(DEDUP_PENDING)?.remove((topic, id))?;
-            Ok(())
-        })
-    }
-
-    pub(crate) fn dedup(&self, topic: &str, id: &str) -> Result<Option<DedupRow>, EmbeddedError> {
-        // The read lock is held until the transaction ends, so `close` waits for it.
-        let db = self.db()?;
-        let txn = db.begin_read().map_err(EmbeddedError::meta)?;
-        let table = txn.open_table(DEDUP).map_err(EmbeddedError::meta)?;
-        let value = table.get((topic, id)).map_err(EmbeddedError::meta)?;
-        value.map(|v| decode("dedup", v.value())).transpose()
-    }
-
-    /// Deletes dedup entries that expired by `now_ms`; returns how many.
-    pub(crate) fn sweep_dedup(&self, now_ms: i64) -> Result<usize, EmbeddedError> {
-        self.write_with(false, |txn| {
-            let mut expiry = txn.open_table(DEDUP_EXPIRY)?;
-            let mut table = txn.open_table(DEDUP)?;
-            let mut gone = Vec::new();
-            for entry in expiry.range((i64::MIN, "", "")..(now_ms, "", ""))? {
-                let (k, _) = entry?;
-                let (at, topic, id) = k.value();
-                gone.push((at, topic.to_owned(), id.to_owned()));
-            }
-            for (at, topic, id) in &gone {
-                expiry.remove((*at, topic.as_str(), id.as_str()))?;
-                // A newer entry for the same id (stored after this one expired) has a later expiry.
-                let current = table
-                    .get((topic.as_str(), id.as_str()))?
-                    .map(|v| decode::<DedupRow>("dedup", v.value()))
-                    .transpose()?;
-                if current.is_some_and(|row| row.expires_ms <= *at) {
-                    table.remove((topic.as_str(), id.as_str()))?;
-                }
-            }
-            Ok(gone.len())
         })
     }
 
@@ -575,7 +528,10 @@ impl MetaStore {
         {
             let (k, v) = entry.map_err(EmbeddedError::meta)?;
             let (_, due, id) = k.value();
-            out.push((due, id, decode("delayed", v.value())?));
+            let row = self
+                .sealing
+                .decode("delayed", &delayed_aad(topic, due, id), v.value())?;
+            out.push((due, id, row));
         }
         Ok(out)
     }
@@ -631,7 +587,7 @@ impl MetaStore {
         name: &str,
         row: &SubscriptionRow,
     ) -> Result<(), EmbeddedError> {
-        let bytes = encode(row)?;
+        let bytes = self.sealing.encode(&subscription_aad(name), row)?;
         self.write(|txn| {
             txn.open_table(SUBSCRIPTIONS)?
                 .insert(name, bytes.as_slice())?;
@@ -682,6 +638,9 @@ impl MetaStore {
     }
 }
 
+#[path = "meta_dedup.rs"]
+mod dedup;
+
 // redb's per-operation error types all convert into `redb::Error`; this lets closures use `?`.
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
@@ -703,7 +662,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.redb");
         {
-            let store = MetaStore::open(&path).unwrap();
+            let store = MetaStore::open(&path, None).unwrap();
             let row = SubscriptionRow {
                 topic: "t".into(),
                 ack_deadline_ms: 1000,
@@ -730,7 +689,7 @@ mod tests {
             };
             store.put_retries("s", &[(0, 4, retry)], true).unwrap();
         }
-        let store = MetaStore::open(&path).unwrap();
+        let store = MetaStore::open(&path, None).unwrap();
         let state = store.ack_state("s", 2).unwrap();
         assert_eq!(state[0], (0, BTreeSet::new()));
         assert_eq!(state[1], (2, BTreeSet::from([5, 9])));

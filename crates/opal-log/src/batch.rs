@@ -1,11 +1,15 @@
-//! Record-batch codec (sans-IO): the on-disk batch format, encoding, checking and decoding.
+//! Record-batch codec (sans-IO): the on-disk batch format, encoding (sealed or not), checking
+//! and decoding.
 //!
 //! Layout (little-endian), documented in `docs/storage.md`:
-//! `base_offset u64 | length u32 | crc32c u32 | magic u8 | attributes u8 | reserved u16 |
-//!  record_count u32 | base_timestamp i64 | max_timestamp i64 | records…`
+//! `base_offset u64 | length u32 | crc32c u32 | magic u8 | attributes u8 | key_id u16 |
+//!  record_count u32 | base_timestamp i64 | max_timestamp i64 | records…`, where an encrypted
+//! batch (attribute bit 0) holds `nonce [24] | sealed records | tag [16]` after the header.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
+use crate::error::DecryptFailure;
+use crate::keyring::{Keyring, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN};
 use crate::types::{Record, StoredRecord};
 use crate::varint::{get_uvarint, put_uvarint, unzigzag, uvarint_len, zigzag};
 
@@ -14,9 +18,31 @@ pub(crate) const MAGIC: u8 = 1;
 pub(crate) const HEADER_LEN: usize = 40;
 /// The CRC covers the batch except its own 4 bytes at this position.
 const CRC_AT: usize = 12;
+const MAGIC_AT: usize = 16;
+const ATTRIBUTES_AT: usize = 17;
+const KEY_ID_AT: usize = 18;
+/// Attribute bit: the records are sealed with the key named in `key_id`.
+const ENCRYPTED: u8 = 0x01;
+/// Header bytes authenticated with the records of a sealed batch: all but the CRC, which is
+/// computed after sealing.
+const AAD_LEN: usize = HEADER_LEN - 4;
 
 /// Why a batch was rejected; the caller adds the file and position.
 pub(crate) type Invalid = &'static str;
+
+/// Why a batch could not be read: damaged (recovery may cut it off) or not decryptable with
+/// the keys at hand (never cut: the data may be fine and the keys wrong).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reject {
+    Invalid(Invalid),
+    Decrypt(DecryptFailure),
+}
+
+impl From<Invalid> for Reject {
+    fn from(reason: Invalid) -> Self {
+        Reject::Invalid(reason)
+    }
+}
 
 /// The fixed-size header at the start of every batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +55,8 @@ pub(crate) struct BatchHeader {
     /// Timestamp of the first record; the records store deltas from it.
     pub(crate) base_timestamp: i64,
     pub(crate) max_timestamp: i64,
+    /// The key the records are sealed with; `None` for a plaintext batch.
+    pub(crate) key_id: Option<u16>,
 }
 
 impl BatchHeader {
@@ -41,12 +69,19 @@ impl BatchHeader {
             word.copy_from_slice(&b[i..i + 8]);
             u64::from_le_bytes(word)
         };
-        if b[16] != MAGIC {
+        if b[MAGIC_AT] != MAGIC {
             return Err("unknown batch format version (magic)");
         }
-        if b[17] != 0 || b[18] != 0 || b[19] != 0 {
-            return Err("reserved batch header bytes are not zero");
-        }
+        let key_id = match (
+            b[ATTRIBUTES_AT],
+            u16::from_le_bytes([b[KEY_ID_AT], b[KEY_ID_AT + 1]]),
+        ) {
+            (0, 0) => None,
+            (ENCRYPTED, 0) => return Err("encrypted batch has key id 0"),
+            (ENCRYPTED, id) => Some(id),
+            (0, _) => return Err("batch that is not encrypted has a key id"),
+            _ => return Err("unknown batch attributes"),
+        };
         let header = BatchHeader {
             base_offset: u64_at(0),
             len: u32_at(8),
@@ -54,8 +89,10 @@ impl BatchHeader {
             record_count: u32_at(20),
             base_timestamp: u64_at(24) as i64,
             max_timestamp: u64_at(32) as i64,
+            key_id,
         };
-        if (header.len as usize) < HEADER_LEN + 1 {
+        let overhead = if key_id.is_some() { SEAL_OVERHEAD } else { 0 };
+        if (header.len as usize) < HEADER_LEN + overhead + 1 {
             return Err("batch length is smaller than a header and one record");
         }
         if header.record_count == 0 {
@@ -122,11 +159,20 @@ fn record_body_len(record: &Record, base_ts: i64) -> usize {
         + len_prefixed_len(record.value.len())
 }
 
-/// Appends one batch holding `records` (non-empty, size already checked) to `buf`; returns its length.
-pub(crate) fn encode_into(buf: &mut Vec<u8>, base_offset: u64, records: &[Record]) -> usize {
+/// Appends one batch holding `records` (non-empty, size already checked) to `buf`, sealed with
+/// the current key of `keys` when given; returns its length. On error `buf` is left as it was.
+pub(crate) fn encode_into(
+    buf: &mut Vec<u8>,
+    base_offset: u64,
+    records: &[Record],
+    keys: Option<&Keyring>,
+) -> Result<usize, Invalid> {
     let start = buf.len();
     let base_ts = records.first().map_or(0, |r| r.timestamp_ms);
     buf.extend_from_slice(&[0u8; HEADER_LEN]);
+    if keys.is_some() {
+        buf.extend_from_slice(&[0u8; NONCE_LEN]);
+    }
     for record in records {
         put_uvarint(buf, record_body_len(record, base_ts) as u64);
         put_uvarint(buf, zigzag(record.timestamp_ms.wrapping_sub(base_ts)));
@@ -147,17 +193,42 @@ pub(crate) fn encode_into(buf: &mut Vec<u8>, base_offset: u64, records: &[Record
         put_uvarint(buf, record.value.len() as u64);
         buf.extend_from_slice(&record.value);
     }
-    let len = buf.len() - start;
+    let tag_len = if keys.is_some() { TAG_LEN } else { 0 };
+    let len = buf.len() - start + tag_len;
     let header = &mut buf[start..start + HEADER_LEN];
     header[0..8].copy_from_slice(&base_offset.to_le_bytes());
     header[8..12].copy_from_slice(&(len as u32).to_le_bytes());
-    header[16] = MAGIC;
+    header[MAGIC_AT] = MAGIC;
     header[20..24].copy_from_slice(&(records.len() as u32).to_le_bytes());
     header[24..32].copy_from_slice(&base_ts.to_le_bytes());
     header[32..40].copy_from_slice(&max_timestamp(records).to_le_bytes());
+    if let Some(keys) = keys {
+        header[ATTRIBUTES_AT] = ENCRYPTED;
+        header[KEY_ID_AT..KEY_ID_AT + 2].copy_from_slice(&keys.current_id().to_le_bytes());
+        let aad = associated_data(header);
+        let body = &mut buf[start + HEADER_LEN + NONCE_LEN..];
+        let (nonce, tag) = match keys.seal_batch(&aad, body) {
+            Ok(sealed) => sealed,
+            Err(reason) => {
+                buf.truncate(start);
+                return Err(reason);
+            }
+        };
+        buf[start + HEADER_LEN..start + HEADER_LEN + NONCE_LEN].copy_from_slice(&nonce);
+        buf.extend_from_slice(&tag);
+    }
     let crc = batch_crc(&buf[start..]);
     buf[start + CRC_AT..start + CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-    len
+    Ok(len)
+}
+
+/// The header fields a sealed batch authenticates: every byte of the header but the CRC, so
+/// that offsets, count, timestamps and key id cannot be changed without the key.
+fn associated_data(header: &[u8]) -> [u8; AAD_LEN] {
+    let mut aad = [0u8; AAD_LEN];
+    aad[..CRC_AT].copy_from_slice(&header[..CRC_AT]);
+    aad[CRC_AT..].copy_from_slice(&header[CRC_AT + 4..HEADER_LEN]);
+    aad
 }
 
 /// CRC32C of the whole batch except the CRC field itself, so the offset and length are covered too.
@@ -177,21 +248,56 @@ pub(crate) fn check(batch: &[u8]) -> Result<BatchHeader, Invalid> {
     Ok(header)
 }
 
-/// Full validation used by recovery: header, checksum and the structure of every record.
-pub(crate) fn verify(batch: &[u8]) -> Result<BatchHeader, Invalid> {
+/// The decrypted records of a checked, sealed batch; `None` for a plaintext batch (whose
+/// records are the bytes after its header).
+fn open_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    keys: Option<&Keyring>,
+) -> Result<Option<BytesMut>, Reject> {
+    let Some(key_id) = header.key_id else {
+        return Ok(None);
+    };
+    let keys = keys.ok_or(Reject::Decrypt(DecryptFailure::NoKeys { key_id }))?;
+    // `parse` checked that the batch holds a header, a nonce, a tag and one byte.
+    let body_at = HEADER_LEN + NONCE_LEN;
+    let tag_at = batch.len() - TAG_LEN;
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&batch[HEADER_LEN..body_at]);
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(&batch[tag_at..]);
+    let mut records = BytesMut::from(&batch[body_at..tag_at]);
+    keys.open_batch(key_id, &associated_data(batch), &nonce, &mut records, &tag)
+        .map_err(Reject::Decrypt)?;
+    Ok(Some(records))
+}
+
+/// Full validation used by recovery: header, checksum, authenticity of a sealed batch, and the
+/// structure of every record. The checksum comes first, so a torn or damaged batch is found
+/// as such without any key.
+pub(crate) fn verify(batch: &[u8], keys: Option<&Keyring>) -> Result<BatchHeader, Reject> {
     let header = check(batch)?;
-    walk_records(batch, &header, |_| Ok(()))?;
+    match open_records(batch, &header, keys)? {
+        None => walk_records(&batch[HEADER_LEN..], &header, |_| Ok(()))?,
+        Some(records) => walk_records(&records, &header, |_| Ok(()))?,
+    }
     Ok(header)
 }
 
-/// Decodes the records at or after `from_offset` of a checked batch, sharing `batch`'s memory.
+/// Decodes the records at or after `from_offset` of a checked batch. They share the memory of
+/// `batch` (or of its decrypted records).
 pub(crate) fn decode_into(
     batch: &Bytes,
     header: &BatchHeader,
+    keys: Option<&Keyring>,
     from_offset: u64,
     out: &mut Vec<StoredRecord>,
-) -> Result<(), Invalid> {
-    walk_records(batch, header, |raw| {
+) -> Result<(), Reject> {
+    let records = match open_records(batch, header, keys)? {
+        None => batch.slice(HEADER_LEN..),
+        Some(records) => records.freeze(),
+    };
+    walk_records(&records, header, |raw| {
         if raw.offset < from_offset {
             return Ok(());
         }
@@ -201,19 +307,20 @@ pub(crate) fn decode_into(
             let (name, value) = header_pair(raw.headers, &mut pos)?;
             // Validated as UTF-8 by `header_pair`; this conversion cannot fail here.
             let name = std::str::from_utf8(name).map_err(|_| "header name is not UTF-8")?;
-            headers.push((name.to_owned(), batch.slice_ref(value)));
+            headers.push((name.to_owned(), records.slice_ref(value)));
         }
         out.push(StoredRecord {
             offset: raw.offset,
             record: Record {
                 timestamp_ms: raw.timestamp_ms,
-                key: raw.key.map(|key| batch.slice_ref(key)),
+                key: raw.key.map(|key| records.slice_ref(key)),
                 headers,
-                value: batch.slice_ref(raw.value),
+                value: records.slice_ref(raw.value),
             },
         });
         Ok(())
-    })
+    })?;
+    Ok(())
 }
 
 /// One record's fields, borrowed from the batch.
@@ -251,17 +358,18 @@ fn header_pair<'a>(buf: &'a [u8], pos: &mut usize) -> Result<(&'a [u8], &'a [u8]
     Ok((name, value))
 }
 
-/// Walks every record of a checked batch, validating its structure against the header.
+/// Walks every record of a checked batch (`records`: the plaintext after the header),
+/// validating its structure against the header.
 fn walk_records<'a>(
-    batch: &'a [u8],
+    records: &'a [u8],
     header: &BatchHeader,
     mut visit: impl FnMut(RawRecord<'a>) -> Result<(), Invalid>,
 ) -> Result<(), Invalid> {
-    let mut pos = HEADER_LEN;
+    let mut pos = 0;
     let mut max_ts = i64::MIN;
     for i in 0..header.record_count {
-        let body_len = varint(batch, &mut pos)?;
-        let body = take(batch, &mut pos, body_len)?;
+        let body_len = varint(records, &mut pos)?;
+        let body = take(records, &mut pos, body_len)?;
         let mut p = 0;
         let delta = unzigzag(varint(body, &mut p)?);
         if i == 0 && delta != 0 {
@@ -293,7 +401,7 @@ fn walk_records<'a>(
             value,
         })?;
     }
-    if pos != batch.len() {
+    if pos != records.len() {
         return Err("bytes left over after the last record");
     }
     if max_ts != header.max_timestamp {
@@ -305,3 +413,7 @@ fn walk_records<'a>(
 #[cfg(test)]
 #[path = "batch_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "batch_seal_tests.rs"]
+mod seal_tests;

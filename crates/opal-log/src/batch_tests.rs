@@ -21,7 +21,7 @@ fn decode_all(buf: &[u8]) -> (BatchHeader, Vec<StoredRecord>) {
     let bytes = Bytes::copy_from_slice(buf);
     let header = check(&bytes).unwrap();
     let mut out = Vec::new();
-    decode_into(&bytes, &header, 0, &mut out).unwrap();
+    decode_into(&bytes, &header, None, 0, &mut out).unwrap();
     (header, out)
 }
 
@@ -33,7 +33,7 @@ fn round_trip_keeps_every_field() {
         record(5_000, Some(""), &[("ü", "x")], "world"),
     ];
     let mut buf = vec![0xAA; 3]; // encoding appends after existing bytes
-    let len = encode_into(&mut buf, 42, &records);
+    let len = encode_into(&mut buf, 42, &records, None).unwrap();
     assert_eq!(len as u64, encoded_batch_len(&records));
     assert_eq!(buf.len(), 3 + len);
     let (header, out) = decode_all(&buf[3..]);
@@ -54,11 +54,11 @@ fn decode_skips_records_before_the_wanted_offset() {
         .map(|i| record(i, None, &[], &i.to_string()))
         .collect();
     let mut buf = Vec::new();
-    encode_into(&mut buf, 10, &records);
+    encode_into(&mut buf, 10, &records, None).unwrap();
     let bytes = Bytes::from(buf);
     let header = check(&bytes).unwrap();
     let mut out = Vec::new();
-    decode_into(&bytes, &header, 13, &mut out).unwrap();
+    decode_into(&bytes, &header, None, 13, &mut out).unwrap();
     assert_eq!(
         out.iter().map(|r| r.offset).collect::<Vec<_>>(),
         vec![13, 14]
@@ -70,26 +70,29 @@ fn decode_skips_records_before_the_wanted_offset() {
 fn every_flipped_bit_is_detected() {
     let records = vec![record(7, Some("key"), &[("h", "v")], "value")];
     let mut buf = Vec::new();
-    encode_into(&mut buf, 3, &records);
+    encode_into(&mut buf, 3, &records, None).unwrap();
     for byte in 0..buf.len() {
         for bit in 0..8 {
             let mut damaged = buf.clone();
             damaged[byte] ^= 1 << bit;
             assert!(
-                verify(&damaged).is_err(),
+                verify(&damaged, None).is_err(),
                 "flip at byte {byte} bit {bit} went unnoticed"
             );
         }
     }
-    verify(&buf).unwrap();
+    verify(&buf, None).unwrap();
 }
 
 #[test]
 fn cut_batches_are_rejected() {
     let mut buf = Vec::new();
-    encode_into(&mut buf, 0, &[record(1, None, &[], "abcdef")]);
+    encode_into(&mut buf, 0, &[record(1, None, &[], "abcdef")], None).unwrap();
     for cut in 0..buf.len() {
-        assert!(verify(&buf[..cut]).is_err(), "batch cut at {cut} accepted");
+        assert!(
+            verify(&buf[..cut], None).is_err(),
+            "batch cut at {cut} accepted"
+        );
     }
 }
 
@@ -97,18 +100,18 @@ fn cut_batches_are_rejected() {
 fn structural_damage_with_a_valid_checksum_is_rejected() {
     // Corrupt a record length but recompute the CRC: only the structure walk can notice.
     let mut buf = Vec::new();
-    encode_into(&mut buf, 0, &[record(1, None, &[], "abc")]);
+    encode_into(&mut buf, 0, &[record(1, None, &[], "abc")], None).unwrap();
     buf[HEADER_LEN] += 1;
     let crc = batch_crc(&buf);
     buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     assert!(check(&buf).is_ok());
-    assert!(verify(&buf).is_err());
+    assert!(verify(&buf, None).is_err());
 }
 
 #[test]
 fn bad_header_fields_are_named() {
     let mut buf = Vec::new();
-    encode_into(&mut buf, 0, &[record(1, None, &[], "abc")]);
+    encode_into(&mut buf, 0, &[record(1, None, &[], "abc")], None).unwrap();
     let mut bad_magic = buf.clone();
     bad_magic[16] = 9;
     assert_eq!(
@@ -146,9 +149,9 @@ proptest! {
         base in 0u64..u64::MAX / 2,
     ) {
         let mut buf = Vec::new();
-        let len = encode_into(&mut buf, base, &records);
+        let len = encode_into(&mut buf, base, &records, None).unwrap();
         prop_assert_eq!(len as u64, encoded_batch_len(&records));
-        let header = verify(&buf).unwrap();
+        let header = verify(&buf, None).unwrap();
         prop_assert_eq!(header.max_timestamp, max_timestamp(&records));
         let (_, out) = decode_all(&buf);
         prop_assert_eq!(out.len(), records.len());

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::batch::HEADER_LEN;
 use crate::error::LogError;
+use crate::keyring::{Keyring, SEAL_OVERHEAD};
 
 /// Largest `segment_max_bytes`: together with `MAX_BATCH_BYTES` it keeps every byte position
 /// inside a segment below 2^32, so index entries can store positions as `u32`.
@@ -82,6 +83,9 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// Largest batch accepted by `append`, encoded. Default 16 MiB.
     pub max_batch_bytes: u32,
+    /// Seal new batches with the current key, and open sealed ones with any key of the ring.
+    /// Default none: batches are written in plaintext, and sealed ones cannot be read.
+    pub encryption: Option<Keyring>,
 }
 
 impl Default for LogConfig {
@@ -94,6 +98,7 @@ impl Default for LogConfig {
             fsync: FsyncPolicy::Always,
             index_interval_bytes: 4096,
             max_batch_bytes: 16 * 1024 * 1024,
+            encryption: None,
         }
     }
 }
@@ -136,6 +141,19 @@ impl LogConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Bytes a batch takes beyond `encoded_batch_len` of its records.
+    pub fn batch_overhead(&self) -> u64 {
+        if self.encryption.is_some() {
+            SEAL_OVERHEAD as u64
+        } else {
+            0
+        }
+    }
+
+    pub(crate) fn keys(&self) -> Option<&Keyring> {
+        self.encryption.as_ref()
     }
 
     pub(crate) fn segment_max_age_ms(&self) -> i64 {

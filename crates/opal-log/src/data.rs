@@ -3,11 +3,14 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::batch::{self, BatchHeader, HEADER_LEN, Reject};
+use crate::error::{LogError, Result};
 use crate::index::{IndexBuilder, SparseIndex};
+use crate::keyring::Keyring;
 use crate::segment::SegmentMeta;
 
 /// Bytes read at once while scanning a whole segment.
@@ -58,15 +61,31 @@ pub(crate) struct Scan {
     pub(crate) stopped: Option<(u64, &'static str)>,
 }
 
+/// What `scan` needs to know besides the file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScanOptions<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) base_offset: u64,
+    pub(crate) file_len: u64,
+    pub(crate) index_interval: u32,
+    pub(crate) keys: Option<&'a Keyring>,
+}
+
 /// Reads the data file of the segment at `base_offset` from its start, checking every batch
-/// (header, checksum, record structure, contiguous offsets), and indexes the valid prefix.
-/// Memory use is one window, whatever the file size.
-pub(crate) fn scan(
-    file: &File,
-    base_offset: u64,
-    file_len: u64,
-    index_interval: u32,
-) -> io::Result<Scan> {
+/// (header, checksum, authenticity if sealed, record structure, contiguous offsets), and
+/// indexes the valid prefix. Memory use is one window, whatever the file size.
+///
+/// A sealed batch that the keys cannot open is an error, not the end of the valid prefix: its
+/// checksum holds, so it is not torn, and cutting it off would destroy data because of a key
+/// file mistake.
+pub(crate) fn scan(file: &File, options: ScanOptions<'_>) -> Result<Scan> {
+    let ScanOptions {
+        path,
+        base_offset,
+        file_len,
+        index_interval,
+        keys,
+    } = options;
     let mut out = Scan {
         meta: SegmentMeta::empty(base_offset),
         index: SparseIndex::default(),
@@ -76,7 +95,7 @@ pub(crate) fn scan(
     let mut window = Window::default();
     let mut pos = 0u64;
     while pos < file_len {
-        match next_batch(file, &mut window, pos, file_len, &out.meta) {
+        match next_batch(file, &mut window, pos, file_len, &out.meta, keys) {
             Ok(header) => {
                 let relative = (header.base_offset - base_offset) as u32;
                 if let Some(entries) = out.builder.on_batch(
@@ -98,7 +117,8 @@ pub(crate) fn scan(
                 out.stopped = Some((pos, reason));
                 break;
             }
-            Err(Stop::Io(e)) => return Err(e),
+            Err(Stop::Io(e)) => return Err(LogError::io(path, e)),
+            Err(Stop::Decrypt(failure)) => return Err(LogError::decrypt(path, pos, failure)),
         }
     }
     Ok(out)
@@ -106,6 +126,7 @@ pub(crate) fn scan(
 
 enum Stop {
     Invalid(&'static str),
+    Decrypt(crate::error::DecryptFailure),
     Io(io::Error),
 }
 
@@ -115,7 +136,8 @@ fn next_batch(
     pos: u64,
     file_len: u64,
     meta: &SegmentMeta,
-) -> Result<BatchHeader, Stop> {
+    keys: Option<&Keyring>,
+) -> std::result::Result<BatchHeader, Stop> {
     if file_len - pos < HEADER_LEN as u64 {
         return Err(Stop::Invalid("partial batch header at the end of the file"));
     }
@@ -139,7 +161,10 @@ fn next_batch(
     let bytes = window
         .get(file, pos, header.len as usize, SCAN_WINDOW, file_len)
         .map_err(Stop::Io)?;
-    batch::verify(&bytes).map_err(Stop::Invalid)
+    batch::verify(&bytes, keys).map_err(|reject| match reject {
+        Reject::Invalid(reason) => Stop::Invalid(reason),
+        Reject::Decrypt(failure) => Stop::Decrypt(failure),
+    })
 }
 
 /// Creates the empty data file of a new segment and makes its directory entry durable.

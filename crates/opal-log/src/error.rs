@@ -28,6 +28,49 @@ pub enum LogError {
     Closed,
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// Encrypted data that the key ring cannot open. Never a reason to truncate: the data may
+    /// be fine and the keys wrong.
+    #[error("cannot decrypt {location}: {failure}")]
+    Decrypt {
+        /// The file and byte position of the batch.
+        location: String,
+        failure: DecryptFailure,
+    },
+}
+
+/// Why encrypted data could not be opened (in `LogError::Decrypt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecryptFailure {
+    /// The data is encrypted but no encryption keys were given.
+    NoKeys { key_id: u16 },
+    /// The data was sealed with a key id that the key ring does not have.
+    UnknownKey { key_id: u16 },
+    /// The key ring has a key under that id, but the authentication tag does not verify: the
+    /// key is not the one the data was sealed with, or the data was altered.
+    NotAuthentic { key_id: u16 },
+    /// Too short, or of an unknown format, to be sealed data.
+    Malformed,
+}
+
+impl std::fmt::Display for DecryptFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecryptFailure::NoKeys { key_id } => write!(
+                f,
+                "it is encrypted (key id {key_id}) but no encryption keys were given"
+            ),
+            DecryptFailure::UnknownKey { key_id } => write!(
+                f,
+                "it was encrypted with key id {key_id}, which is not among the encryption keys"
+            ),
+            DecryptFailure::NotAuthentic { key_id } => write!(
+                f,
+                "authentication with key id {key_id} failed: the key under that id is not the \
+                 one it was encrypted with, or the data was altered"
+            ),
+            DecryptFailure::Malformed => f.write_str("it is not sealed data of a known format"),
+        }
+    }
 }
 
 pub(crate) type Result<T, E = LogError> = std::result::Result<T, E>;
@@ -37,6 +80,13 @@ impl LogError {
         LogError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub(crate) fn decrypt(path: &Path, position: u64, failure: DecryptFailure) -> Self {
+        LogError::Decrypt {
+            location: format!("{} at byte {position}", path.display()),
+            failure,
         }
     }
 

@@ -14,6 +14,7 @@ mod deletion;
 mod error;
 mod index;
 mod index_file;
+mod keyring;
 mod log;
 mod reader;
 mod recovery;
@@ -26,7 +27,10 @@ mod writer;
 
 pub use batch::encoded_batch_len;
 pub use config::{FsyncPolicy, LogConfig, MAX_BATCH_BYTES, MAX_SEGMENT_BYTES, MIN_BATCH_BYTES};
-pub use error::LogError;
+pub use error::{DecryptFailure, LogError};
+pub use keyring::{KEY_LEN, Keyring, LOOKUP_TAG_LEN, SEAL_OVERHEAD, sealed_value_key};
 pub use log::Log;
 pub use recovery::create_dir_durable;
 pub use types::{Appended, LogStats, Record, RetentionRule, StoredRecord};
+/// Key bytes are handed over in this wrapper, which wipes them when dropped.
+pub use zeroize::Zeroizing;

@@ -137,7 +137,7 @@ impl Log {
         if records.is_empty() {
             return Err(LogError::EmptyAppend);
         }
-        let size = encoded_batch_len(&records);
+        let size = encoded_batch_len(&records) + shared.config.batch_overhead();
         let limit = shared.config.max_batch_bytes;
         if size > u64::from(limit) {
             return Err(LogError::BatchTooLarge { size, limit });

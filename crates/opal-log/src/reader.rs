@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::batch::{self, BatchHeader, HEADER_LEN, Reject};
 use crate::cache::SegmentFiles;
 use crate::data::Window;
 use crate::error::{LogError, Result};
@@ -252,8 +252,12 @@ fn read_segment(
             .map_err(|e| LogError::io(&path, e))?;
         let checked =
             batch::check(&bytes).map_err(|reason| LogError::corrupt(&path, pos, reason))?;
-        batch::decode_into(&bytes, &checked, offset, out)
-            .map_err(|reason| LogError::corrupt(&path, pos, reason))?;
+        batch::decode_into(&bytes, &checked, shared.config.keys(), offset, out).map_err(
+            |reject| match reject {
+                Reject::Invalid(reason) => LogError::corrupt(&path, pos, reason),
+                Reject::Decrypt(failure) => LogError::decrypt(&path, pos, failure),
+            },
+        )?;
         *used = used.saturating_add(len);
         pos += len as u64;
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::LogConfig;
-use crate::data::{self, Scan};
+use crate::data::{self, Scan, ScanOptions};
 use crate::error::{IoContext, LogError, Result};
 use crate::index::{IndexBuilder, OffsetEntry, SparseIndex, TimeEntry};
 use crate::index_file::{self, Footer};
@@ -181,7 +181,16 @@ fn rebuild_closed(
 ) -> Result<SegmentMeta> {
     let data_path = file_path(dir, base, DATA_EXT);
     let file = File::open(&data_path).at(&data_path)?;
-    let scan = data::scan(&file, base, data_len, config.index_interval_bytes).at(&data_path)?;
+    let scan = data::scan(
+        &file,
+        ScanOptions {
+            path: &data_path,
+            base_offset: base,
+            file_len: data_len,
+            index_interval: config.index_interval_bytes,
+            keys: config.keys(),
+        },
+    )?;
     if let Some((position, reason)) = scan.stopped {
         tracing::error!(
             segment = %data_path.display(), position, reason,
@@ -240,7 +249,16 @@ fn recover_active(dir: &Path, base: u64, config: &LogConfig) -> Result<Recovered
         index,
         builder,
         stopped,
-    } = data::scan(&file, base, len, config.index_interval_bytes).at(&path)?;
+    } = data::scan(
+        &file,
+        ScanOptions {
+            path: &path,
+            base_offset: base,
+            file_len: len,
+            index_interval: config.index_interval_bytes,
+            keys: config.keys(),
+        },
+    )?;
     if let Some((position, reason)) = stopped {
         tracing::warn!(
             segment = %path.display(), offset = meta.next_offset, position,

@@ -333,7 +333,19 @@ impl Writer {
         let tail = &mut self.tail;
         let base = tail.meta.next_offset;
         let position = tail.meta.size;
-        let len = batch::encode_into(&mut self.buf, base, &request.records) as u64;
+        let keys = self.shared.config.keys();
+        let len = match batch::encode_into(&mut self.buf, base, &request.records, keys) {
+            Ok(len) => len as u64,
+            Err(reason) => {
+                tracing::error!(reason, "batch not written");
+                let err = LogError::BatchTooLarge {
+                    size: request.encoded_len,
+                    limit: crate::config::MAX_BATCH_BYTES,
+                };
+                let _ = request.reply.send((Err(err), request.records));
+                return;
+            }
+        };
         let count = request.records.len() as u64;
         // `is_full` keeps relative offsets and positions within u32.
         let relative = (base - tail.meta.base_offset) as u32;

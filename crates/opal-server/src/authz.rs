@@ -75,6 +75,14 @@ pub(crate) fn rule(method: &Method, route: &str) -> Option<Rule> {
     })
 }
 
+/// A name as scope patterns see it: the caller's own qualified names (`<own app>/<name>`) by
+/// their short name, like the short names they stand for.
+fn own_short<'a>(principal: &Principal, name: &'a str) -> &'a str {
+    name.strip_prefix(principal.app().as_str())
+        .and_then(|rest| rest.strip_prefix(opal_core::APP_SEPARATOR))
+        .unwrap_or(name)
+}
+
 fn forbidden(detail: String) -> Problem {
     Problem::new(ProblemKind::Forbidden, detail)
 }
@@ -148,7 +156,7 @@ pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
         }
         Some(Rule::Publish) => {
             let topic = param("topic");
-            if principal.may_publish(&topic) {
+            if principal.may_publish(own_short(&principal, &topic)) {
                 Ok(())
             } else {
                 Err(forbidden(format!(
@@ -158,7 +166,7 @@ pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
         }
         Some(Rule::Consume) => {
             let subscription = param("subscription");
-            if principal.may_consume(&subscription) {
+            if principal.may_consume(own_short(&principal, &subscription)) {
                 Ok(())
             } else {
                 Err(forbidden(format!(

@@ -48,6 +48,10 @@ pub(crate) struct ServeArgs {
     /// When appended data is synced to disk: `always` (before answering), `interval:<ms>` or `never`.
     #[arg(long, env = "OPAL_FSYNC", default_value = "always")]
     pub(crate) fsync: FsyncPolicy,
+    /// Encrypt data at rest with the keys in this file: one `<key id> <base64 of 32 bytes>` per
+    /// line, the highest id current. The file must be readable by its owner only.
+    #[arg(long, env = "OPAL_ENCRYPTION_KEY_FILE", value_name = "PATH")]
+    pub(crate) encryption_key_file: Option<PathBuf>,
     /// The bootstrap admin key. When absent, one is generated on first start and printed once.
     #[arg(long, env = "OPAL_ADMIN_KEY", hide_env_values = true)]
     pub(crate) admin_key: Option<String>,

@@ -2,6 +2,7 @@
 
 mod admin_key;
 mod cli;
+mod key_file;
 mod serve;
 
 use clap::Parser;

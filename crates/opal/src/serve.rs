@@ -7,11 +7,13 @@ use anyhow::Context as _;
 use opal_core::Broker;
 use opal_core::tenancy::Directory;
 use opal_embedded::{EmbeddedBroker, EmbeddedConfig};
+use opal_log::Keyring;
 use opal_server::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_key::{self, AdminKey};
 use crate::cli::ServeArgs;
+use crate::key_file;
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Checked before storage is opened: a typo in a flag should not wait for log recovery.
@@ -21,6 +23,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = EmbeddedConfig::new(&args.data_dir);
     config.fsync = args.fsync;
     config.segment_max_bytes = args.segment_max_bytes;
+    config.encryption = args
+        .encryption_key_file
+        .as_deref()
+        .map(key_file::load)
+        .transpose()?;
+    let encryption = config.encryption.clone();
     let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::open(config))
         .await?
         .with_context(|| format!("opening the data directory {}", args.data_dir.display()))?;
@@ -34,7 +42,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP address {}", args.http_addr))?;
     let local = listener.local_addr()?;
 
-    announce(&local, &admin, &args);
+    announce(&local, &admin, &args, encryption.as_ref());
 
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -81,12 +89,25 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
 }
 
 #[allow(clippy::print_stdout)] // stdout is for the operator: where to connect, and the key once.
-fn announce(local: &std::net::SocketAddr, admin: &AdminKey, args: &ServeArgs) {
+fn announce(
+    local: &std::net::SocketAddr,
+    admin: &AdminKey,
+    args: &ServeArgs,
+    encryption: Option<&Keyring>,
+) {
     println!("opal {} serving", env!("CARGO_PKG_VERSION"));
     println!("  http:     http://{local}/v1");
     println!("  health:   http://{local}/healthz");
     println!("  data dir: {}", args.data_dir.display());
     println!("  fsync:    {}", args.fsync);
+    match encryption {
+        Some(keys) => println!(
+            "  encryption at rest: on, key ids {:?}, current {}",
+            keys.key_ids(),
+            keys.current_id()
+        ),
+        None => println!("  encryption at rest: off"),
+    }
     match admin {
         AdminKey::Generated { secret, .. } => {
             println!("  admin key (shown once, store it now): {secret}");

@@ -1,5 +1,6 @@
 //! Crash test: a child process appends under `fsync=always` and is killed with SIGKILL at random
-//! moments; every append it saw acknowledged must survive, intact and in order.
+//! moments; every append it saw acknowledged must survive, intact and in order. The encrypted
+//! variant seals every batch and rotates to a new key each round.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -9,20 +10,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use opal_log::{FsyncPolicy, Log, LogConfig, Record};
+use opal_log::{FsyncPolicy, Keyring, Log, LogConfig, Record, Zeroizing};
 
 const DIR_ENV: &str = "OPAL_LOG_CRASH_DIR";
 const ROUND_ENV: &str = "OPAL_LOG_CRASH_ROUND";
+/// Set (to anything) for the encrypted variant.
+const ENCRYPTED_ENV: &str = "OPAL_LOG_CRASH_ENCRYPTED";
 const CHILD_TEST: &str = "crash::crash_child";
 const ROUNDS: u32 = 20;
 const APPENDERS: u32 = 4;
 
-fn config() -> LogConfig {
+/// The configuration of `round`; encrypted, it has keys 1 to `round + 1`, the last current.
+fn config(encrypted: bool, round: u32) -> LogConfig {
+    let current = round as u16 + 1;
     LogConfig {
         // Small segments so that kills also land during rolls.
         segment_max_bytes: 64 * 1024,
         index_interval_bytes: 1024,
         fsync: FsyncPolicy::Always,
+        encryption: encrypted.then(|| {
+            Keyring::new(
+                (1..=current).map(|id| (id, Zeroizing::new([id as u8; 32]))),
+                current,
+            )
+            .unwrap()
+        }),
         ..LogConfig::default()
     }
 }
@@ -68,7 +80,8 @@ fn crash_child() {
         return;
     };
     let round: u32 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
-    let log = Arc::new(Log::open(Path::new(&dir), config()).unwrap());
+    let encrypted = std::env::var_os(ENCRYPTED_ENV).is_some();
+    let log = Arc::new(Log::open(Path::new(&dir), config(encrypted, round)).unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     let appenders: Vec<_> = (0..APPENDERS)
         .map(|appender| {
@@ -126,8 +139,8 @@ fn parse_ack(line: &str) -> Option<(u64, (u32, usize))> {
 }
 
 /// Reopens the log and checks every acknowledged record; returns the next offset.
-fn verify(dir: &Path, acked: &BTreeMap<u64, (u32, usize)>) -> u64 {
-    let log = Log::open(dir, config()).unwrap();
+fn verify(dir: &Path, config: LogConfig, acked: &BTreeMap<u64, (u32, usize)>) -> u64 {
+    let log = Log::open(dir, config).unwrap();
     let records = log.read(log.start_offset(), usize::MAX).unwrap();
     assert_eq!(log.start_offset(), 0);
     for (i, record) in records.iter().enumerate() {
@@ -162,6 +175,15 @@ fn verify(dir: &Path, acked: &BTreeMap<u64, (u32, usize)>) -> u64 {
 
 #[test]
 fn crash_recovery_keeps_every_acknowledged_append() {
+    crash_rounds(false);
+}
+
+#[test]
+fn crash_recovery_keeps_every_acknowledged_append_encrypted() {
+    crash_rounds(true);
+}
+
+fn crash_rounds(encrypted: bool) {
     let dir = tempfile::tempdir().unwrap();
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -173,7 +195,8 @@ fn crash_recovery_keeps_every_acknowledged_append() {
     let mut acked: BTreeMap<u64, (u32, usize)> = BTreeMap::new();
     let mut rounds_waiting_for_acks = 0;
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args([
                 "--exact",
                 CHILD_TEST,
@@ -184,9 +207,13 @@ fn crash_recovery_keeps_every_acknowledged_append() {
             .env(DIR_ENV, dir.path())
             .env(ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        if encrypted {
+            command.env(ENCRYPTED_ENV, "1");
+        } else {
+            command.env_remove(ENCRYPTED_ENV);
+        }
+        let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (acks, received) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
@@ -228,7 +255,7 @@ fn crash_recovery_keeps_every_acknowledged_append() {
                 );
             }
         }
-        verify(dir.path(), &acked);
+        verify(dir.path(), config(encrypted, round), &acked);
     }
     assert!(
         acked.len() >= rounds_waiting_for_acks,
@@ -236,8 +263,8 @@ fn crash_recovery_keeps_every_acknowledged_append() {
         acked.len()
     );
     // Appends continue right after the recovered end.
-    let next = verify(dir.path(), &acked);
-    let log = Log::open(dir.path(), config()).unwrap();
+    let next = verify(dir.path(), config(encrypted, ROUNDS), &acked);
+    let log = Log::open(dir.path(), config(encrypted, ROUNDS)).unwrap();
     let appended = log.append_blocking(vec![Record {
         timestamp_ms: 0,
         key: None,

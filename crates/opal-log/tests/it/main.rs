@@ -3,6 +3,7 @@
 mod basics;
 mod corruption;
 mod crash;
+mod encrypted;
 mod group_commit;
 mod model;
 mod support;

@@ -4,7 +4,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use opal_log::{FsyncPolicy, Log, LogConfig, LogError, Record, StoredRecord, encoded_batch_len};
+use opal_log::{
+    FsyncPolicy, Keyring, Log, LogConfig, LogError, Record, StoredRecord, Zeroizing,
+    encoded_batch_len,
+};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -85,7 +88,7 @@ impl Model {
     }
 
     fn append(&mut self, records: Vec<Record>) -> (u64, u64) {
-        let len = encoded_batch_len(&records);
+        let len = encoded_batch_len(&records) + self.config.batch_overhead();
         let max_ts = records.iter().map(|r| r.timestamp_ms).max().unwrap();
         let (seg_max, seg_age) = (
             self.config.segment_max_bytes,
@@ -232,18 +235,32 @@ fn arb_config() -> impl Strategy<Value = LogConfig> {
         prop::option::of(prop_oneof![Just(400u64), Just(1_500)]),
         prop::option::of(prop_oneof![Just(1_000u64), Just(4_000)]),
         prop_oneof![Just(1u32), Just(100), Just(1_000)],
+        any::<bool>(),
     )
         .prop_map(
-            |(segment_max_bytes, age, retention_age, retention_bytes, interval)| LogConfig {
-                segment_max_bytes,
-                segment_max_age: Duration::from_millis(age),
-                retention_max_age: retention_age.map(Duration::from_millis),
-                retention_max_bytes: retention_bytes,
-                fsync: FsyncPolicy::Never,
-                index_interval_bytes: interval,
-                max_batch_bytes: 1 << 20,
+            |(segment_max_bytes, age, retention_age, retention_bytes, interval, encrypted)| {
+                LogConfig {
+                    segment_max_bytes,
+                    segment_max_age: Duration::from_millis(age),
+                    retention_max_age: retention_age.map(Duration::from_millis),
+                    retention_max_bytes: retention_bytes,
+                    fsync: FsyncPolicy::Never,
+                    index_interval_bytes: interval,
+                    max_batch_bytes: 1 << 20,
+                    encryption: encrypted.then(|| keys_up_to(1)),
+                }
             },
         )
+}
+
+/// Keys 1 to `current`, the last one current: each reopen of an encrypted log rotates to a new
+/// key, so batches sealed under every earlier key must stay readable.
+fn keys_up_to(current: u16) -> Keyring {
+    Keyring::new(
+        (1..=current).map(|id| (id, Zeroizing::new([id as u8; 32]))),
+        current,
+    )
+    .unwrap()
 }
 
 fn check_shape(log: &Log, model: &Model) -> Result<(), TestCaseError> {
@@ -256,7 +273,7 @@ fn check_shape(log: &Log, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(dir: &Path, config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(dir: &Path, mut config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut log = Log::open(dir, config.clone()).unwrap();
     let mut model = Model {
         segments: vec![Segment {
@@ -317,6 +334,9 @@ fn run(dir: &Path, config: LogConfig, ops: Vec<Op>) -> Result<(), TestCaseError>
             }
             Op::Reopen => {
                 log.close().unwrap();
+                if let Some(keys) = &config.encryption {
+                    config.encryption = Some(keys_up_to(keys.current_id() + 1));
+                }
                 log = Log::open(dir, config.clone()).unwrap();
             }
         }

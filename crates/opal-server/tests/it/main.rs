@@ -2,6 +2,7 @@
 //! and `run()` once on a real socket.
 
 mod auth;
+mod authz_matrix;
 mod bodies;
 mod cloudevents;
 mod conventions;

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `opal` binary on a loopback port, driven over HTTP.
 
 mod crash;
+mod encryption;
 mod lifecycle;
 mod publish_pull;
 mod support;

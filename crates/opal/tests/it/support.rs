@@ -36,6 +36,7 @@ impl Server {
             .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env_remove("OPAL_ADMIN_KEY")
+            .env_remove("OPAL_ENCRYPTION_KEY_FILE")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -84,6 +85,25 @@ impl Server {
     pub(crate) fn kill(&mut self) {
         self.child.kill().expect("SIGKILL opal");
         self.child.wait().expect("reap opal");
+    }
+
+    /// SIGTERM, then waits for a clean exit (at most 30 s).
+    pub(crate) fn stop(&mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let status = wait_bounded(&mut self.child, Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "opal exited with {status:?} after SIGTERM"
+        );
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.get(format!("{}{path}", self.url)))
+            .await
     }
 
     pub(crate) async fn put(&self, path: &str, body: Value) -> (u16, Value) {
@@ -173,4 +193,49 @@ impl Drop for Server {
 
 pub(crate) fn data_dir(root: &tempfile::TempDir) -> PathBuf {
     root.path().join("data")
+}
+
+/// Waits for `child` to exit; kills it and fails the test if it takes longer than `limit`.
+fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for opal") {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("opal did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `opal serve` on `data_dir` expecting it to refuse to start; returns its stderr.
+pub(crate) fn refused_start(data_dir: &Path, configure: impl FnOnce(&mut Command)) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_opal"));
+    command
+        .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("OPAL_ADMIN_KEY", ADMIN_KEY)
+        .env_remove("OPAL_ENCRYPTION_KEY_FILE")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    configure(&mut command);
+    let mut child = command.spawn().expect("spawn opal");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    let text = reader.join().expect("stderr reader");
+    assert!(
+        !status.success(),
+        "opal started although it should not: {text}"
+    );
+    text
 }
