@@ -9,12 +9,9 @@ use opal_core::Clock;
 /// A sustained rate of `per_second` units with a burst of one second's worth.
 #[derive(Debug, Clone)]
 pub(crate) struct RateLimit {
-    /// Microseconds each unit uses up.
-    interval_us: u64,
-    /// How far ahead of now the theoretical arrival time may run (the burst).
-    burst_us: u64,
-    /// Theoretical arrival time in microseconds since the epoch.
-    tat_us: i64,
+    per_second: u64,
+    /// Theoretical arrival time in nanoseconds since the epoch.
+    tat_ns: i128,
 }
 
 /// Why units were not taken.
@@ -39,33 +36,36 @@ impl RetryAfter {
     }
 }
 
+const NANOS_PER_SECOND: i128 = 1_000_000_000;
+
 impl RateLimit {
     pub(crate) fn per_second(per_second: u64) -> Self {
-        let interval_us = 1_000_000 / per_second.max(1);
         RateLimit {
-            interval_us: interval_us.max(1),
-            burst_us: 1_000_000,
-            tat_us: i64::MIN,
+            per_second: per_second.max(1),
+            tat_ns: i128::MIN / 2,
         }
     }
 
     /// Takes `units` now, or says how long until they would fit (and takes nothing).
     pub(crate) fn take(&mut self, clock: &Clock, units: u64) -> Result<(), Refused> {
-        let now_us = clock.now_ms().saturating_mul(1000);
-        let cost = self.interval_us.saturating_mul(units);
-        if cost > self.burst_us {
+        // Each unit costs 1/per_second of a second, computed per call in nanoseconds (rounded
+        // up): exact for any rate a u64 can state, unlike a per-unit interval that rounds to
+        // zero for rates above a billion per second.
+        let rate = i128::from(self.per_second);
+        let cost = (i128::from(units) * NANOS_PER_SECOND + rate - 1) / rate;
+        if cost > NANOS_PER_SECOND {
             return Err(Refused::Never);
         }
-        let tat = self.tat_us.max(now_us);
-        let new_tat = tat.saturating_add(i64::try_from(cost).unwrap_or(i64::MAX));
-        let allowed_at = new_tat.saturating_sub(i64::try_from(self.burst_us).unwrap_or(0));
-        if allowed_at <= now_us {
-            self.tat_us = new_tat;
+        let now = i128::from(clock.now_ms()) * 1_000_000;
+        let new_tat = self.tat_ns.max(now) + cost;
+        let allowed_at = new_tat - NANOS_PER_SECOND;
+        if allowed_at <= now {
+            self.tat_ns = new_tat;
             Ok(())
         } else {
-            let wait_us = u64::try_from(allowed_at - now_us).unwrap_or(u64::MAX);
+            let wait_ns = u64::try_from(allowed_at - now).unwrap_or(u64::MAX);
             Err(Refused::Later(RetryAfter {
-                ms: wait_us.div_ceil(1000),
+                ms: wait_ns.div_ceil(1_000_000),
             }))
         }
     }
@@ -111,6 +111,22 @@ mod tests {
             Refused::Later(RetryAfter { ms: 100 })
         );
         limit.take(&clock, 40).unwrap();
+    }
+
+    #[test]
+    fn high_rates_are_not_rounded_away() {
+        let clock = clock();
+        let mut limit = RateLimit::per_second(100_000_000_000);
+        // 10 MB in one second is far below 100 GB/s: always allowed.
+        for _ in 0..1000 {
+            limit.take(&clock, 10_000).unwrap();
+        }
+        let mut exact = RateLimit::per_second(3);
+        exact.take(&clock, 3).unwrap();
+        assert_eq!(
+            exact.take(&clock, 1).unwrap_err(),
+            Refused::Later(RetryAfter { ms: 334 })
+        );
     }
 
     #[test]
