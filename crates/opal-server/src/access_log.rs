@@ -7,8 +7,9 @@
 //! with everything in its fields. No future is boxed.
 //!
 //! Fields: `method`, `path`, `status`, `latency_ms`, `request_id`, `principal` (who was
-//! authenticated, taken from the response's extensions, where `auth` leaves it). A `5xx` is logged
-//! at `error`. `RUST_LOG=info,opal::access=warn` turns the access log off.
+//! authenticated, taken from the response's extensions, where `auth` leaves it) and, on a TLS
+//! connection with a verified client certificate, `client_cert` (its SHA-256) and `client_cn`. A
+//! `5xx` is logged at `error`. `RUST_LOG=info,opal::access=warn` turns the access log off.
 
 use std::fmt;
 use std::future::Future;
@@ -23,6 +24,7 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 use tracing::instrument::Instrumented;
 
+use crate::ClientCertificate;
 use crate::auth::Principal;
 
 /// The `tracing` target of access-log events.
@@ -63,6 +65,7 @@ where
             method: request.method().clone(),
             uri: request.uri().clone(),
             request_id: request.headers().get("x-request-id").cloned(),
+            client: request.extensions().get::<ClientCertificate>().cloned(),
             start: Instant::now(),
         });
         let span = tracing::debug_span!(
@@ -86,6 +89,7 @@ struct Seen {
     method: Method,
     uri: Uri,
     request_id: Option<HeaderValue>,
+    client: Option<ClientCertificate>,
     start: Instant,
 }
 
@@ -120,6 +124,10 @@ fn log(seen: &Seen, response: &Response) {
     let principal = Caller(response.extensions().get::<Principal>());
     let request_id = RequestId(seen.request_id.as_ref());
     let path = seen.uri.path();
+    let client_cert = seen.client.as_ref().map(ClientCertificate::sha256_hex);
+    // As a string value, which log formats quote and escape: a CN is chosen by whoever requested
+    // the certificate and may hold spaces or control characters.
+    let client_cn = seen.client.as_ref().and_then(|c| c.subject_cn.as_deref());
     if status.is_server_error() {
         tracing::error!(
             target: TARGET,
@@ -129,6 +137,8 @@ fn log(seen: &Seen, response: &Response) {
             latency_ms,
             %request_id,
             %principal,
+            client_cert = client_cert.as_ref().map(tracing::field::display),
+            client_cn,
             "request failed"
         );
     } else {
@@ -140,6 +150,8 @@ fn log(seen: &Seen, response: &Response) {
             latency_ms,
             %request_id,
             %principal,
+            client_cert = client_cert.as_ref().map(tracing::field::display),
+            client_cn,
             "request"
         );
     }

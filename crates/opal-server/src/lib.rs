@@ -1,18 +1,20 @@
 //! Opal's HTTP front door and its edges (auth, health, request ids, problem+json errors, and the
-//! HTTP conventions in `layers`: CORS, compression, the request-body deadline, `Retry-After`).
+//! HTTP conventions in `layers`: CORS, compression, the request-body deadline, `Retry-After`),
+//! served over plain HTTP or TLS (`tls`, with optional client certificates: `client_cert`).
 //!
 //! The binary binds the listener, builds a [`ServerConfig`] and a broker backend, and calls
 //! [`run`]; tests call [`router`] and drive it in-process. The server holds no state of its own:
 //! every request becomes calls on the [`Broker`].
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware;
-use axum::serve::ListenerExt as _;
 use opal_core::tenancy::Directory;
 use opal_core::{Broker, Clock, Limits};
 use tokio::net::TcpListener;
@@ -24,6 +26,8 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 mod access_log;
 mod auth;
 mod authz;
+mod client_cert;
+mod connections;
 mod http;
 mod json;
 mod layers;
@@ -31,6 +35,14 @@ mod openapi;
 mod path;
 mod problem;
 mod tenancy;
+#[cfg(test)]
+mod test_pki;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
+
+pub use crate::client_cert::ClientCertificate;
+pub use crate::tls::{ClientAuth, LoadedCertificate, ServerTls, TlsSettings};
 
 use crate::http::AppState;
 use crate::tenancy::Tenancy;
@@ -61,12 +73,22 @@ pub struct ServerConfig {
     /// Failed authentications a client address may make per second (a burst of one second's
     /// worth) before it is answered `429` for a while; 0 turns the limit off. Default 5.
     pub auth_failures_per_s: u64,
+    /// How long a client may take to send a request's head (request line and headers), in
+    /// milliseconds (default 10 s): counted from the accept (or the end of the TLS handshake,
+    /// which has the same limit) for the first request, and from the previous response for the
+    /// next ones, so it is also how long an idle keep-alive connection stays open. A client that
+    /// misses it is disconnected without an answer.
+    pub header_timeout_ms: u64,
+    /// Serve HTTPS with this certificate (and optionally ask for client certificates) instead of
+    /// plain HTTP. `None` (the default): plain HTTP.
+    pub tls: Option<ServerTls>,
 }
 
 impl ServerConfig {
     pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
     pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
     pub const DEFAULT_AUTH_FAILURES_PER_S: u64 = 5;
+    pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 
     /// Default limits and body size, with the given admin key hash.
     pub fn new(admin_key_hash: [u8; 32]) -> Self {
@@ -79,12 +101,15 @@ impl ServerConfig {
             request_timeout_ms: Self::DEFAULT_REQUEST_TIMEOUT_MS,
             clock: Clock::system(),
             auth_failures_per_s: Self::DEFAULT_AUTH_FAILURES_PER_S,
+            header_timeout_ms: Self::DEFAULT_HEADER_TIMEOUT_MS,
+            tls: None,
         }
     }
 
     /// Checks the settings `router()` cannot check by construction: every CORS origin must be
-    /// `*` or `scheme://host[:port]`, and the request timeout must be at least 1 ms. `run()`
-    /// calls it; `router()` skips invalid origins (with a warning) instead.
+    /// `*` or `scheme://host[:port]`, and the request and header timeouts must be at least 1 ms.
+    /// `run()` calls it; `router()` skips invalid origins (with a warning) instead. TLS files were
+    /// checked when the [`ServerTls`] was loaded.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for origin in &self.cors_origins {
             layers::CorsOrigin::parse(origin).map_err(|reason| ConfigError::CorsOrigin {
@@ -94,6 +119,9 @@ impl ServerConfig {
         }
         if self.request_timeout_ms == 0 {
             return Err(ConfigError::RequestTimeout);
+        }
+        if self.header_timeout_ms == 0 {
+            return Err(ConfigError::HeaderTimeout);
         }
         Ok(())
     }
@@ -107,6 +135,27 @@ pub enum ConfigError {
     CorsOrigin { origin: String, reason: String },
     #[error("the request timeout must be at least 1 ms")]
     RequestTimeout,
+    #[error("the header timeout must be at least 1 ms")]
+    HeaderTimeout,
+    #[error("cannot read the TLS {what} file {}: {source}", .path.display())]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the TLS {what} file {} is unusable: {reason}", .path.display())]
+    TlsPem {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("the TLS certificate and key cannot be used: {reason}")]
+    TlsKey { reason: String },
+    #[error("the TLS file check interval must be at least 1 s")]
+    TlsReloadCheck,
+    #[error("the TLS reload did not finish: {0}")]
+    TlsReloadAborted(String),
 }
 
 // By hand, so that logging the config never prints the key hash.
@@ -120,6 +169,8 @@ impl fmt::Debug for ServerConfig {
             .field("compression", &self.compression)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("auth_failures_per_s", &self.auth_failures_per_s)
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -134,10 +185,11 @@ pub enum ServerError {
     Config(#[from] ConfigError),
 }
 
-/// Serves HTTP on an already-bound listener until `shutdown` is cancelled, then stops accepting
-/// connections, lets in-flight requests finish (waiting long-polls return at once, with what they
-/// have) and returns. The caller bounds the drain (e.g. with `tokio::time::timeout`) and closes
-/// the broker afterwards.
+/// Serves HTTP (or HTTPS, with `config.tls`) on an already-bound listener until `shutdown` is
+/// cancelled, then stops accepting connections, lets in-flight requests finish (waiting
+/// long-polls return at once, with what they have) and returns. The caller bounds the drain (e.g.
+/// with `tokio::time::timeout`) and closes the broker afterwards. With TLS, the certificate files
+/// are checked for changes while serving (see [`TlsSettings::reload_check`]).
 pub async fn run(
     listener: TcpListener,
     config: ServerConfig,
@@ -147,28 +199,13 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
-    // Responses are small and latency matters more than packet count: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "could not set TCP_NODELAY");
-        }
-    });
+    let tls = config.tls.clone();
+    let header_timeout = Duration::from_millis(config.header_timeout_ms);
     let app = router(config, broker, directory, shutdown.clone());
-    tracing::info!(%addr, "serving HTTP");
-    // Slow request *bodies* are cut off by `layers` (`request_timeout_ms`). Slow request
-    // *headers* are not: hyper's header read timeout needs a timer on its connection builder,
-    // which `axum::serve` neither sets nor exposes. Bounding them means serving connections with
-    // hyper-util directly (`http1().timer(TokioTimer).header_read_timeout(..)`), or running
-    // behind a proxy that bounds them.
-    // Connection info gives the client's address to the failed-authentication limit and the audit
-    // trail.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
-    .map_err(ServerError::Serve)?;
+    tracing::info!(%addr, tls = tls.is_some(), "serving HTTP");
+    connections::serve(listener, app, tls, header_timeout, shutdown)
+        .await
+        .map_err(ServerError::Serve)?;
     tracing::info!(%addr, "HTTP server drained");
     Ok(())
 }

@@ -107,4 +107,62 @@ pub(crate) struct ServeArgs {
         default_value_t = 5
     )]
     pub(crate) auth_failures_per_s: u64,
+
+    /// Longest time a client may take to send a request's line and headers, in milliseconds;
+    /// also how long an idle keep-alive connection stays open. A slower client is disconnected.
+    #[arg(
+        long,
+        env = "OPAL_HEADER_TIMEOUT_MS",
+        value_name = "MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub(crate) header_timeout_ms: u64,
+    #[command(flatten)]
+    pub(crate) tls: TlsArgs,
+}
+
+/// HTTPS instead of plain HTTP, and client certificates.
+#[derive(Debug, Args)]
+pub(crate) struct TlsArgs {
+    /// PEM file with the server certificate, then any intermediates; turns HTTPS on (with
+    /// `--tls-key`).
+    #[arg(long, env = "OPAL_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "OPAL_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// PEM file with the CA certificates client certificates must chain to; turns on client
+    /// certificate verification (mutual TLS).
+    #[arg(
+        long,
+        env = "OPAL_TLS_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub(crate) tls_client_ca: Option<PathBuf>,
+    /// With `--tls-client-ca`: whether a client must present a certificate (`required`) or may
+    /// connect without one (`optional`; one it presents must still be valid).
+    #[arg(
+        long,
+        env = "OPAL_TLS_CLIENT_AUTH",
+        value_enum,
+        default_value_t = TlsClientAuth::Required
+    )]
+    pub(crate) tls_client_auth: TlsClientAuth,
+    /// How often the TLS files are checked for changes and reloaded, in seconds; `0` turns the
+    /// check off (SIGHUP still reloads).
+    #[arg(
+        long,
+        env = "OPAL_TLS_RELOAD_CHECK_S",
+        value_name = "S",
+        default_value_t = 10
+    )]
+    pub(crate) tls_reload_check_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TlsClientAuth {
+    Required,
+    Optional,
 }

@@ -1,4 +1,5 @@
-//! `opal serve`: open embedded storage, bind the listener, serve until SIGTERM or SIGINT, drain.
+//! `opal serve`: open embedded storage, bind the listener, serve until SIGTERM or SIGINT, drain;
+//! SIGHUP reloads the TLS files.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,17 +9,25 @@ use opal_core::Broker;
 use opal_core::tenancy::Directory;
 use opal_embedded::{EmbeddedBroker, EmbeddedConfig};
 use opal_log::Keyring;
-use opal_server::ServerConfig;
+use opal_server::{ClientAuth, ServerConfig, ServerTls, TlsSettings};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin_key::{self, AdminKey};
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, TlsArgs, TlsClientAuth};
 use crate::key_file;
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Checked before storage is opened: a typo in a flag should not wait for log recovery.
-    let server_config = server_config(&args);
+    // Checked before storage is opened: a typo in a flag (or a bad certificate) should not wait
+    // for log recovery.
+    let mut server_config = server_config(&args);
     server_config.validate().context("invalid HTTP settings")?;
+    server_config.tls = tls_settings(&args.tls)
+        .map(ServerTls::load)
+        .transpose()
+        .context("invalid TLS settings")?;
+    // Installed before anything slow: from here on a SIGHUP (`systemctl reload`) must not kill
+    // the process, TLS or not.
+    tokio::spawn(reload_on_sighup(server_config.tls.clone()));
 
     let mut config = EmbeddedConfig::new(&args.data_dir);
     config.fsync = args.fsync;
@@ -42,7 +51,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP address {}", args.http_addr))?;
     let local = listener.local_addr()?;
 
-    announce(&local, &admin, &args, encryption.as_ref());
+    announce(
+        &local,
+        &admin,
+        &args,
+        encryption.as_ref(),
+        server_config.tls.as_ref(),
+    );
 
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -85,7 +100,25 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
     config.compression = args.compression && !args.no_compression;
     config.request_timeout_ms = args.request_timeout_ms;
     config.auth_failures_per_s = args.auth_failures_per_s;
+    config.header_timeout_ms = args.header_timeout_ms;
     config
+}
+
+/// Where the TLS files are, if HTTPS is on (clap makes `--tls-cert` and `--tls-key` come
+/// together).
+fn tls_settings(args: &TlsArgs) -> Option<TlsSettings> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return None;
+    };
+    let mut settings = TlsSettings::new(cert, key);
+    settings.client_ca = args.tls_client_ca.clone();
+    settings.client_auth = match args.tls_client_auth {
+        TlsClientAuth::Required => ClientAuth::Required,
+        TlsClientAuth::Optional => ClientAuth::Optional,
+    };
+    settings.reload_check =
+        (args.tls_reload_check_s > 0).then(|| Duration::from_secs(args.tls_reload_check_s));
+    Some(settings)
 }
 
 #[allow(clippy::print_stdout)] // stdout is for the operator: where to connect, and the key once.
@@ -94,10 +127,31 @@ fn announce(
     admin: &AdminKey,
     args: &ServeArgs,
     encryption: Option<&Keyring>,
+    tls: Option<&ServerTls>,
 ) {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!("opal {} serving", env!("CARGO_PKG_VERSION"));
-    println!("  http:     http://{local}/v1");
-    println!("  health:   http://{local}/healthz");
+    println!("  http:     {scheme}://{local}/v1");
+    println!("  health:   {scheme}://{local}/healthz");
+    if let Some(tls) = tls {
+        let cert = tls.current();
+        println!(
+            "  tls:      certificate {} (CN {}), reloaded on SIGHUP{}",
+            cert.sha256_hex,
+            cert.subject_cn.as_deref().unwrap_or("none"),
+            match tls.settings().reload_check {
+                Some(every) => format!(" and file changes (checked every {} s)", every.as_secs()),
+                None => String::new(),
+            }
+        );
+        if let Some(ca) = &tls.settings().client_ca {
+            let need = match tls.settings().client_auth {
+                ClientAuth::Required => "required",
+                ClientAuth::Optional => "optional",
+            };
+            println!("  clients:  certificates from {} {need}", ca.display());
+        }
+    }
     println!("  data dir: {}", args.data_dir.display());
     println!("  fsync:    {}", args.fsync);
     match encryption {
@@ -115,6 +169,27 @@ fn announce(
         AdminKey::Configured(_) => println!("  admin key: from OPAL_ADMIN_KEY"),
         AdminKey::Stored(_) => {
             println!("  admin key: the one printed on first start (only its hash is stored)");
+        }
+    }
+}
+
+/// Reloads the TLS files on every SIGHUP (the outcome is logged by `ServerTls::reload`).
+async fn reload_on_sighup(tls: Option<ServerTls>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match &tls {
+            Some(tls) => {
+                tracing::info!("SIGHUP received: reloading the TLS files");
+                // Success and failure are both logged inside.
+                let _ = tls.reload().await;
+            }
+            None => tracing::info!("SIGHUP received: nothing to reload (TLS is off)"),
         }
     }
 }
@@ -192,5 +267,69 @@ mod tests {
                 .compression
         );
         assert!(parse(&["--request-timeout-ms", "0"]).is_err());
+        assert_eq!(
+            defaults.header_timeout_ms,
+            ServerConfig::DEFAULT_HEADER_TIMEOUT_MS
+        );
+        assert_eq!(
+            parse(&["--header-timeout-ms", "2500"])
+                .unwrap()
+                .header_timeout_ms,
+            2500
+        );
+        assert!(parse(&["--header-timeout-ms", "0"]).is_err());
+    }
+
+    fn parse_tls(args: &[&str]) -> Result<Option<TlsSettings>, clap::Error> {
+        let cli = Cli::try_parse_from(["opal", "serve"].iter().chain(args))?;
+        let Command::Serve(args) = cli.command;
+        Ok(tls_settings(&args.tls))
+    }
+
+    #[test]
+    fn tls_flags_reach_the_tls_settings() {
+        assert_eq!(parse_tls(&[]).unwrap(), None);
+        let plain = parse_tls(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain, TlsSettings::new("c.pem", "k.pem"));
+        assert_eq!(plain.reload_check, Some(Duration::from_secs(10)));
+
+        let mutual = parse_tls(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+            "--tls-client-auth",
+            "optional",
+            "--tls-reload-check-s",
+            "0",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            mutual.client_ca.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert_eq!(mutual.client_auth, ClientAuth::Optional);
+        assert_eq!(mutual.reload_check, None);
+
+        // A certificate without its key (or the reverse, or a client CA alone) is refused.
+        assert!(parse_tls(&["--tls-cert", "c.pem"]).is_err());
+        assert!(parse_tls(&["--tls-key", "k.pem"]).is_err());
+        assert!(parse_tls(&["--tls-client-ca", "ca.pem"]).is_err());
+        assert!(
+            parse_tls(&[
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--tls-client-auth",
+                "maybe"
+            ])
+            .is_err()
+        );
     }
 }

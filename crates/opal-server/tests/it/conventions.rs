@@ -219,6 +219,12 @@ async fn invalid_settings_are_refused_by_validate_and_run() {
     let mut config = server_config();
     config.request_timeout_ms = 0;
     assert!(config.validate().is_err());
+    let mut config = server_config();
+    config.header_timeout_ms = 0;
+    assert!(matches!(
+        config.validate(),
+        Err(opal_server::ConfigError::HeaderTimeout)
+    ));
 
     let (_dir, broker) = open_broker();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

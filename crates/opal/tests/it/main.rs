@@ -1,7 +1,9 @@
-//! End-to-end tests: the real `opal` binary on a loopback port, driven over HTTP.
+//! End-to-end tests: the real `opal` binary on a loopback port, driven over HTTP and HTTPS.
 
 mod crash;
 mod encryption;
 mod lifecycle;
+mod pki;
 mod publish_pull;
 mod support;
+mod tls;
