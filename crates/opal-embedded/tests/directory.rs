@@ -20,6 +20,7 @@ fn key(id: &str, app: &str) -> ApiKey {
         expires_at_ms: Some(99),
         revoked_at_ms: None,
         rotated_from: None,
+        client_certificate_sha256: None,
     }
 }
 

@@ -20,6 +20,7 @@ use opal_core::{AppName, SubscriptionName, TopicName};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::ClientCertificate;
 use crate::http::AppState;
 use crate::problem::{Problem, ProblemKind};
 use crate::tenancy::{Tenancy, parse_key};
@@ -182,12 +183,17 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
         })
 }
 
-/// Checks a presented key. Failures say only what the holder of that exact key may learn.
+/// Checks a presented key, or (without an `Authorization` header) the verified TLS client
+/// certificate of the connection. Failures say only what the holder of that exact key may learn.
 pub(crate) fn authenticate(
     tenancy: &Tenancy,
     admin_key_hash: &[u8; 32],
     headers: &HeaderMap,
+    client: Option<&ClientCertificate>,
 ) -> Result<Principal, Problem> {
+    if let (None, Some(client)) = (headers.get(AUTHORIZATION), client) {
+        return by_certificate(tenancy, client);
+    }
     let token = bearer(headers)?;
     let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if let Some(id) = parse_key(token)
@@ -205,6 +211,26 @@ pub(crate) fn authenticate(
         return Ok(Principal::bootstrap_admin());
     }
     Err(unauthorized("the API key is not valid", true))
+}
+
+fn by_certificate(tenancy: &Tenancy, client: &ClientCertificate) -> Result<Principal, Problem> {
+    let Some(key) = tenancy.key_by_certificate(&client.sha256) else {
+        return Err(unauthorized(
+            "no API key stands for this client certificate; send `Authorization: Bearer <key>`",
+            false,
+        ));
+    };
+    match key.status(tenancy.clock.now_ms()) {
+        KeyStatus::Active => Ok(Principal::with_key(key)),
+        KeyStatus::Expired => Err(unauthorized(
+            "the API key of this client certificate has expired",
+            false,
+        )),
+        KeyStatus::Revoked => Err(unauthorized(
+            "the API key of this client certificate was revoked",
+            false,
+        )),
+    }
 }
 
 /// The client's address, when the server was started with connection info (tests driving the
@@ -240,7 +266,8 @@ pub(crate) async fn require_principal(
         .with_retry_after(wait.secs())
         .into_response();
     }
-    match authenticate(tenancy, &state.admin_key_hash, request.headers()) {
+    let client = request.extensions().get::<ClientCertificate>();
+    match authenticate(tenancy, &state.admin_key_hash, request.headers(), client) {
         Ok(principal) => {
             tracing::Span::current().record("principal", tracing::field::display(&principal));
             request.extensions_mut().insert(principal.clone());
@@ -288,6 +315,7 @@ mod tests {
             expires_at_ms: None,
             revoked_at_ms: None,
             rotated_from: None,
+            client_certificate_sha256: None,
         }))
     }
 

@@ -74,6 +74,10 @@ pub struct ApiKey {
     pub revoked_at_ms: Option<i64>,
     /// The key this one replaced, when it was made by a rotation.
     pub rotated_from: Option<KeyId>,
+    /// SHA-256 of the DER of a TLS client certificate that stands for this key: a request on a
+    /// connection with that (verified) certificate and no `Authorization` header acts as it.
+    #[serde(default)]
+    pub client_certificate_sha256: Option<[u8; 32]>,
 }
 
 // By hand: the hash stays out of logs.
@@ -88,6 +92,10 @@ impl fmt::Debug for ApiKey {
             .field("expires_at_ms", &self.expires_at_ms)
             .field("revoked_at_ms", &self.revoked_at_ms)
             .field("rotated_from", &self.rotated_from)
+            .field(
+                "client_certificate_sha256",
+                &self.client_certificate_sha256.is_some(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +145,7 @@ mod tests {
             expires_at_ms: expires,
             revoked_at_ms: revoked,
             rotated_from: None,
+            client_certificate_sha256: None,
         }
     }
 

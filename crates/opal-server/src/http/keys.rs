@@ -17,7 +17,7 @@ use super::{AppState, Caller};
 use crate::json::Json;
 use crate::path::Path;
 use crate::problem::{FieldError, Problem};
-use crate::tenancy::NewSecret;
+use crate::tenancy::{KeySpec, NewSecret};
 
 /// Longest key name.
 const MAX_KEY_NAME: usize = 200;
@@ -44,6 +44,13 @@ struct CreateKey {
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<String>,
+    /// The SHA-256 of a TLS client certificate (64 hex digits, as `openssl x509 -noout
+    /// -fingerprint -sha256` prints it, colons allowed) that stands for this key: requests on a
+    /// connection with that certificate (verified by the server's client CA) and without an
+    /// `Authorization` header act as this key. `null` or left out: none.
+    #[serde(default)]
+    #[schema(pattern = "^(?:[0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$")]
+    client_certificate_sha256: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -73,6 +80,8 @@ pub(crate) struct KeyView {
     revoked_at: Option<Timestamp>,
     /// The key this one replaced, when made by a rotation.
     rotated_from: Option<String>,
+    /// The client certificate (SHA-256, hex) that stands for this key, if any.
+    client_certificate_sha256: Option<String>,
 }
 
 /// A new key: as listed, plus the secret (`key`), shown this once.
@@ -116,6 +125,10 @@ fn view(key: &ApiKey, now_ms: i64) -> KeyView {
         expires_at: key.expires_at_ms.map(time),
         revoked_at: key.revoked_at_ms.map(time),
         rotated_from: key.rotated_from.as_ref().map(ToString::to_string),
+        client_certificate_sha256: key
+            .client_certificate_sha256
+            .as_ref()
+            .map(|fp| fp.iter().map(|b| format!("{b:02x}")).collect()),
     }
 }
 
@@ -124,6 +137,19 @@ fn new_key(state: &AppState, key: &Arc<ApiKey>, secret: NewSecret) -> NewKeyView
         key: secret.text,
         view: view(key, state.tenancy.clock.now_ms()),
     }
+}
+
+/// A SHA-256 fingerprint as hex, with or without colons between the pairs.
+fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let digits: String = text.chars().filter(|&c| c != ':').collect();
+    if digits.len() != 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 fn key_param(raw: &str) -> Result<KeyId, Problem> {
@@ -197,13 +223,29 @@ async fn create_key(
             Err(problem) => return Err(problem),
         },
     };
+    let client_certificate_sha256 = match body.client_certificate_sha256.as_deref() {
+        None => None,
+        Some(text) => match parse_fingerprint(text) {
+            Some(fingerprint) => Some(fingerprint),
+            None => {
+                errors.push(FieldError::at(
+                    "/client_certificate_sha256",
+                    "must be 64 hex digits (pairs may be separated by colons)",
+                ));
+                None
+            }
+        },
+    };
     if !errors.is_empty() {
         return Err(Problem::invalid(errors));
     }
-    let (key, secret) = state
-        .tenancy
-        .create_key(&app, body.name, scopes, expires_at_ms, None)
-        .await?;
+    let spec = KeySpec {
+        name: body.name,
+        scopes,
+        expires_at_ms,
+        client_certificate_sha256,
+    };
+    let (key, secret) = state.tenancy.create_key(&app, spec).await?;
     caller
         .audit(&state, "key.create", format!("{app}:{}", key.id))
         .await;

@@ -50,6 +50,15 @@ struct State {
     foreign: HashMap<SubscriptionName, TopicName>,
 }
 
+/// What a new key is made of.
+#[derive(Debug)]
+pub(crate) struct KeySpec {
+    pub(crate) name: String,
+    pub(crate) scopes: Vec<Scope>,
+    pub(crate) expires_at_ms: Option<i64>,
+    pub(crate) client_certificate_sha256: Option<[u8; 32]>,
+}
+
 /// Most subscriptions read at a time while loading.
 const LOAD_PAGE: usize = 1000;
 
@@ -318,38 +327,46 @@ impl Tenancy {
     pub(crate) async fn create_key(
         &self,
         app: &AppName,
-        name: String,
-        scopes: Vec<Scope>,
-        expires_at_ms: Option<i64>,
-        rotated_from: Option<KeyId>,
+        spec: KeySpec,
     ) -> Result<(Arc<ApiKey>, NewSecret), Problem> {
         let _change = self.changes.lock().await;
-        self.create_key_locked(app, name, scopes, expires_at_ms, rotated_from)
-            .await
+        self.create_key_locked(app, spec, None).await
     }
 
     async fn create_key_locked(
         &self,
         app: &AppName,
-        name: String,
-        scopes: Vec<Scope>,
-        expires_at_ms: Option<i64>,
-        rotated_from: Option<KeyId>,
+        spec: KeySpec,
+        rotated_from: Option<&KeyId>,
     ) -> Result<(Arc<ApiKey>, NewSecret), Problem> {
         if self.app(app).is_none() {
             return Err(BrokerError::AppNotFound(app.to_string()).into());
+        }
+        if let Some(fingerprint) = &spec.client_certificate_sha256
+            && let Some(holder) = self.key_by_certificate(fingerprint)
+            && holder.revoked_at_ms.is_none()
+            && Some(&holder.id) != rotated_from
+        {
+            return Err(Problem::new(
+                ProblemKind::Conflict,
+                format!(
+                    "that client certificate already stands for key `{}` of app `{}`; revoke it first",
+                    holder.id, holder.app
+                ),
+            ));
         }
         let secret = NewSecret::generate(|id| self.read_state().keys.contains_key(id));
         let key = ApiKey {
             id: secret.id.clone(),
             app: app.clone(),
-            name,
-            scopes,
+            name: spec.name,
+            scopes: spec.scopes,
             hash: secret.hash,
             created_at_ms: self.clock.now_ms(),
-            expires_at_ms,
+            expires_at_ms: spec.expires_at_ms,
             revoked_at_ms: None,
-            rotated_from,
+            rotated_from: rotated_from.cloned(),
+            client_certificate_sha256: spec.client_certificate_sha256,
         };
         self.directory.put_key(&key).await?;
         let key = Arc::new(key);
@@ -357,6 +374,19 @@ impl Tenancy {
             .keys
             .insert(key.id.clone(), Arc::clone(&key));
         Ok((key, secret))
+    }
+
+    /// The key a client certificate stands for: the one not revoked if there is one, else the
+    /// latest revoked one (so that its holder learns it was revoked).
+    pub(crate) fn key_by_certificate(&self, fingerprint: &[u8; 32]) -> Option<Arc<ApiKey>> {
+        let state = self.read_state();
+        let mut bound: Vec<&Arc<ApiKey>> = state
+            .keys
+            .values()
+            .filter(|k| k.client_certificate_sha256.as_ref() == Some(fingerprint))
+            .collect();
+        bound.sort_by_key(|k| (k.revoked_at_ms.is_none(), k.created_at_ms));
+        bound.last().map(|k| Arc::clone(k))
     }
 
     fn key_of(&self, app: &AppName, id: &KeyId) -> Result<Arc<ApiKey>, Problem> {
@@ -413,16 +443,16 @@ impl Tenancy {
                 ),
             ));
         }
-        let (new, secret) = self
-            .create_key_locked(
-                app,
-                old.name.clone(),
-                old.scopes.clone(),
-                old.expires_at_ms,
-                Some(old.id.clone()),
-            )
-            .await?;
+        let spec = KeySpec {
+            name: old.name.clone(),
+            scopes: old.scopes.clone(),
+            expires_at_ms: old.expires_at_ms,
+            client_certificate_sha256: old.client_certificate_sha256,
+        };
+        let (new, secret) = self.create_key_locked(app, spec, Some(&old.id)).await?;
         let mut retiring = (*old).clone();
+        // The certificate now stands for the new key; the old one keeps only its secret.
+        retiring.client_certificate_sha256 = None;
         retiring.expires_at_ms = Some(
             old.expires_at_ms
                 .map_or(old_valid_until_ms, |at| at.min(old_valid_until_ms)),

@@ -397,3 +397,139 @@ fn a_key_that_does_not_match_the_certificate_stops_the_start() {
         "storage was opened before the TLS files were checked"
     );
 }
+
+/// A request with `client` (no `Authorization` header unless `bearer`): status and JSON body.
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    bearer: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = client.request(method, url);
+    if let Some(key) = bearer {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("answered");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_stands_for_the_app_key_it_is_bound_to() {
+    let root = tempfile::tempdir().unwrap();
+    let files = Files::new(root.path());
+    let client_ca = TestCa::new("opal client CA");
+    let client_ca_pem = write(root.path(), "client-ca.pem", &client_ca.pem());
+    let server = files.start(
+        &data_dir(&root),
+        &[
+            "--tls-client-ca",
+            client_ca_pem.to_str().unwrap(),
+            "--tls-client-auth",
+            "optional",
+        ],
+    );
+    let url = |path: &str| format!("{}{path}", server.url);
+    let admin = files.client(None);
+    let worker = client_ca.client("worker");
+    let fingerprint: String = Sha256::digest(&worker.der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    use reqwest::Method;
+    let (status, _) = call(
+        &admin,
+        Method::POST,
+        url("/v1/apps"),
+        Some(ADMIN_KEY),
+        Some(json!({"name": "acme"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, key) = call(
+        &admin,
+        Method::POST,
+        url("/v1/apps/acme/keys"),
+        Some(ADMIN_KEY),
+        Some(json!({"name": "worker", "scopes": ["manage"], "client_certificate_sha256": fingerprint})),
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    assert_eq!(
+        key["client_certificate_sha256"].as_str().unwrap(),
+        fingerprint.replace(':', "").to_lowercase()
+    );
+
+    // The certificate alone acts as acme's key: its short names are acme's.
+    let with_cert = files.client(Some(&worker));
+    let (status, topic) = call(
+        &with_cert,
+        Method::PUT,
+        url("/v1/topics/orders"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((status, &topic["name"]), (201, &json!("orders")), "{topic}");
+    let (status, listed) = call(
+        &admin,
+        Method::GET,
+        url("/v1/topics/acme%2Forders"),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!((status, &listed["name"]), (200, &json!("acme/orders")));
+    // A bearer key on the same connection wins: the admin's `orders` is the default app's.
+    let (status, _) = call(
+        &with_cert,
+        Method::GET,
+        url("/v1/topics/orders"),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Another certificate of the same CA stands for nothing.
+    let other = files.client(Some(&client_ca.client("someone")));
+    let (status, problem) = call(&other, Method::GET, url("/v1/topics"), None, None).await;
+    assert_eq!(status, 401, "{problem}");
+    // The same certificate cannot stand for a second key.
+    let (status, _) = call(
+        &admin,
+        Method::POST,
+        url("/v1/apps/acme/keys"),
+        Some(ADMIN_KEY),
+        Some(
+            json!({"name": "again", "scopes": ["read"], "client_certificate_sha256": fingerprint}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 409);
+    // Revoked: refused at once.
+    let id = key["id"].as_str().unwrap();
+    let (status, _) = call(
+        &admin,
+        Method::DELETE,
+        url(&format!("/v1/apps/acme/keys/{id}")),
+        Some(ADMIN_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, problem) = call(&with_cert, Method::GET, url("/v1/topics"), None, None).await;
+    assert_eq!(status, 401);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("revoked"),
+        "{problem}"
+    );
+}
