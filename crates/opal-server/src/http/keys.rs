@@ -181,6 +181,7 @@ fn time_member(raw: &str, pointer: &str) -> Result<i64, Problem> {
         (status = 201, description = "Created; `key` is the secret, shown only here.", body = NewKeyView),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
     )
