@@ -128,32 +128,27 @@ fn log(seen: &Seen, response: &Response) {
     // As a string value, which log formats quote and escape: a CN is chosen by whoever requested
     // the certificate and may hold spaces or control characters.
     let client_cn = seen.client.as_ref().and_then(|c| c.subject_cn.as_deref());
+    // One set of fields for both levels (a `tracing` level must be known at compile time).
+    macro_rules! access_event {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                target: TARGET,
+                method = %seen.method,
+                path = %path,
+                status = status.as_u16(),
+                latency_ms,
+                %request_id,
+                %principal,
+                client_cert = client_cert.as_ref().map(tracing::field::display),
+                client_cn,
+                $message
+            )
+        };
+    }
     if status.is_server_error() {
-        tracing::error!(
-            target: TARGET,
-            method = %seen.method,
-            path = %path,
-            status = status.as_u16(),
-            latency_ms,
-            %request_id,
-            %principal,
-            client_cert = client_cert.as_ref().map(tracing::field::display),
-            client_cn,
-            "request failed"
-        );
+        access_event!(error, "request failed");
     } else {
-        tracing::info!(
-            target: TARGET,
-            method = %seen.method,
-            path = %path,
-            status = status.as_u16(),
-            latency_ms,
-            %request_id,
-            %principal,
-            client_cert = client_cert.as_ref().map(tracing::field::display),
-            client_cn,
-            "request"
-        );
+        access_event!(info, "request");
     }
 }
 
