@@ -121,10 +121,17 @@ impl Enforcer {
             return Ok(());
         }
         let mut all = self.publish.lock().unwrap_or_else(|e| e.into_inner());
-        let limits = all.entry(app.clone()).or_insert_with(|| PublishLimits {
-            messages: quotas.publish_messages_per_s.map(RateLimit::per_second),
-            bytes: quotas.publish_bytes_per_s.map(RateLimit::per_second),
-        });
+        // Looked up before inserting: the entry API would copy the app's name on every publish.
+        if !all.contains_key(app) {
+            let fresh = PublishLimits {
+                messages: quotas.publish_messages_per_s.map(RateLimit::per_second),
+                bytes: quotas.publish_bytes_per_s.map(RateLimit::per_second),
+            };
+            all.insert(app.clone(), fresh);
+        }
+        let Some(limits) = all.get_mut(app) else {
+            return Ok(());
+        };
         // Both or neither: check the byte rate on a copy first, so that a refusal by either
         // takes nothing from the other.
         if let (Some(rate), Some(quota)) = (&limits.bytes, quotas.publish_bytes_per_s) {
