@@ -3,6 +3,7 @@
 mod admin_key;
 mod cli;
 mod key_file;
+mod log_writer;
 mod serve;
 
 use clap::Parser;
@@ -20,21 +21,14 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn install_tracing(format: cli::LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn install_tracing(format: cli::LogFormat) -> log_writer::FlushGuard<std::io::Stderr> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr so that stdout carries only what a person or script should read
-    // (the listening URLs and, once, the generated admin key). A writer thread takes the lines
-    // from the request threads and writes whatever has queued up in one `write` (the buffer is
-    // flushed whenever the queue runs empty), so an access-log line costs no system call on the
-    // request path. When the queue is full, logging waits rather than dropping lines.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("opal-log-output")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    // (the listening URLs and, once, the generated admin key), through a buffer written every
+    // 50 ms by a thread of its own (`log_writer`), so that an access-log line costs the request
+    // thread no system call and no wake-up.
+    let (writer, guard) = log_writer::batched(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
