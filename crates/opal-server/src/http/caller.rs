@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderValue;
 use axum::http::request::Parts;
 use opal_core::tenancy::AuditEntry;
 
@@ -17,7 +18,8 @@ use crate::problem::Problem;
 pub(crate) struct Caller {
     pub(crate) principal: Principal,
     client: Option<SocketAddr>,
-    request_id: Option<String>,
+    /// Kept as the header value (a reference count), read only if a change is audited.
+    request_id: Option<HeaderValue>,
 }
 
 impl Deref for Caller {
@@ -36,11 +38,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         Ok(Caller {
             principal,
             client: client_addr(&parts.extensions),
-            request_id: parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            request_id: parts.headers.get("x-request-id").cloned(),
         })
     }
 }
@@ -58,7 +56,11 @@ impl Caller {
                 action: action.to_owned(),
                 resource: resource.to_string(),
                 client: self.client.map(|a| a.to_string()),
-                request_id: self.request_id.clone(),
+                request_id: self
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
             })
             .await;
     }

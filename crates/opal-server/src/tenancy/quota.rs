@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use opal_core::tenancy::Quotas;
@@ -42,6 +43,8 @@ pub(crate) struct Enforcer {
     stored: Mutex<HashMap<AppName, (i64, u64)>>,
     streams: Arc<Mutex<HashMap<AppName, u64>>>,
     auth_failures: Mutex<HashMap<IpAddr, RateLimit>>,
+    /// Whether any failure was ever recorded: until then, requests skip the lock above.
+    any_auth_failure: AtomicBool,
 }
 
 /// Counts an open stream until dropped.
@@ -80,6 +83,7 @@ impl Enforcer {
             stored: Mutex::new(HashMap::new()),
             streams: Arc::new(Mutex::new(HashMap::new())),
             auth_failures: Mutex::new(HashMap::new()),
+            any_auth_failure: AtomicBool::new(false),
         }
     }
 
@@ -248,7 +252,7 @@ impl Enforcer {
 
     /// Whether an address has failed to authenticate too often; how long it must wait.
     pub(crate) fn auth_blocked(&self, addr: IpAddr) -> Option<RetryAfter> {
-        if self.auth_failures_per_s == 0 {
+        if self.auth_failures_per_s == 0 || !self.any_auth_failure.load(Ordering::Relaxed) {
             return None;
         }
         let mut failures = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -265,6 +269,7 @@ impl Enforcer {
         if self.auth_failures_per_s == 0 {
             return;
         }
+        self.any_auth_failure.store(true, Ordering::Relaxed);
         let mut failures = self.auth_failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= MAX_TRACKED_ADDRESSES {
             let clock = &self.clock;
