@@ -82,7 +82,7 @@ async fn events(
     let format = params.delivery_format(&mut errors);
     check(errors)?;
     state.broker.get_subscription(&name).await?;
-    state.tenancy.check_delivery(&name)?;
+    state.tenancy.check_delivery(&caller, &name)?;
     let quotas = state.tenancy.app_quotas(caller.app());
     let guard = state.tenancy.quotas.open_stream(caller.app(), &quotas)?;
     // `Last-Event-ID` needs no handling: the subscription, not the connection, holds the ack
@@ -190,7 +190,7 @@ async fn pump(
         return;
     }
     loop {
-        if let Err(problem) = state.tenancy.check_delivery(&name) {
+        if let Err(problem) = state.tenancy.check_delivery(&caller, &name) {
             let _ = queue(
                 &tx,
                 shutdown,

@@ -609,7 +609,7 @@ async fn pull(
     OptionalJson(body): OptionalJson<PullRequest>,
 ) -> Result<JsonResponse<PullResponse>, Problem> {
     let name = caller.subscription(&subscription)?;
-    state.tenancy.check_delivery(&name)?;
+    state.tenancy.check_delivery(&caller, &name)?;
     let limits = &state.limits;
     let max = body
         .max_messages

@@ -99,7 +99,7 @@ async fn open(
     let format = params.delivery_format(&mut errors);
     check(errors)?;
     state.broker.get_subscription(&name).await?;
-    state.tenancy.check_delivery(&name)?;
+    state.tenancy.check_delivery(&caller, &name)?;
     let upgrade = upgrade.map_err(|rejection| {
         Problem::new(
             ProblemKind::InvalidRequest,
@@ -209,7 +209,7 @@ impl Session {
         let mut heard = Instant::now();
         loop {
             if pull.is_none() && self.credits > 0 {
-                if let Err(problem) = self.state.tenancy.check_delivery(&self.name) {
+                if let Err(problem) = self.state.tenancy.check_delivery(&self.caller, &self.name) {
                     return End::Close {
                         code: close_code::POLICY,
                         reason: problem.detail().to_owned(),

@@ -832,3 +832,37 @@ async fn failed_authentications_are_limited_per_client_address() {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }
+
+#[tokio::test]
+async fn an_admin_subscription_on_an_apps_topic_needs_no_grant() {
+    let t = Tenants::new();
+    t.create_app("acme", json!({})).await;
+    let (_, acme) = t.key("acme", &ALL_SCOPES, None).await;
+    t.ok(&acme, "PUT", "/v1/topics/events", Some(json!({})))
+        .await;
+    let sub = t
+        .admin(
+            "PUT",
+            "/v1/subscriptions/audit-copy",
+            Some(json!({"topic": "acme/events"})),
+        )
+        .await;
+    assert_eq!(sub.status, StatusCode::CREATED, "{sub:?}");
+    assert_eq!(sub.json()["topic"], "acme/events");
+    t.ok(
+        &acme,
+        "POST",
+        "/v1/topics/events/messages",
+        Some(json!({"messages": [{"data": 5}]})),
+    )
+    .await;
+    let pulled = t
+        .admin(
+            "POST",
+            "/v1/subscriptions/audit-copy/pull",
+            Some(json!({"max_messages": 5})),
+        )
+        .await;
+    assert_eq!(pulled.status, StatusCode::OK, "{pulled:?}");
+    assert_eq!(pulled.json()["deliveries"][0]["message"]["data"], 5);
+}
