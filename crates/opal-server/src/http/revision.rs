@@ -5,7 +5,9 @@ use axum::http::header::{ETAG, IF_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
 
-use crate::problem::{FieldError, Problem};
+use opal_core::BrokerError;
+
+use crate::problem::{FieldError, Problem, ProblemKind};
 
 /// The `ETag` header of a resource at `revision`: a strong tag, `"<revision>"`.
 pub(crate) fn etag(revision: u64) -> [(HeaderName, HeaderValue); 1] {
@@ -40,6 +42,48 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
                 )])
             })
     }
+}
+
+/// A read-modify-write of a resource's settings: `read` gives its revision and settings,
+/// `change` makes the new settings from them, `write` stores them if the resource is still at
+/// that revision. With `If-Match` (`expected`), a resource at another revision is a `412`;
+/// without, a write that lost a race with another update is tried again (at most three times)
+/// instead of answering `412`.
+pub(crate) async fn update_at_revision<C, T, R, W>(
+    kind: &'static str,
+    name: &str,
+    expected: Option<u64>,
+    mut read: impl FnMut() -> R,
+    mut change: impl FnMut(C) -> Result<C, Problem>,
+    mut write: impl FnMut(C, u64) -> W,
+) -> Result<T, Problem>
+where
+    R: Future<Output = Result<(u64, C), BrokerError>>,
+    W: Future<Output = Result<T, BrokerError>>,
+{
+    for _ in 0..3 {
+        let (revision, current) = read().await?;
+        if let Some(expected) = expected
+            && expected != revision
+        {
+            return Err(BrokerError::RevisionMismatch {
+                kind,
+                name: name.to_owned(),
+                expected,
+                current: revision,
+            }
+            .into());
+        }
+        match write(change(current)?, revision).await {
+            Ok(done) => return Ok(done),
+            Err(BrokerError::RevisionMismatch { .. }) if expected.is_none() => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(Problem::new(
+        ProblemKind::Conflict,
+        format!("the {kind} kept changing while this update was applied; try again"),
+    ))
 }
 
 fn parse(value: &str) -> Option<Option<u64>> {

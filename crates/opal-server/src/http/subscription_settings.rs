@@ -6,18 +6,18 @@ use axum::http::StatusCode;
 use axum::response::{AppendHeaders, IntoResponse};
 use axum::routing::get;
 use axum::{Json as JsonResponse, Router};
-use opal_core::{BrokerError, Filter};
+use opal_core::Filter;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::pagination::{PageRequest, link_header, next_cursor};
-use super::revision::{IfMatch, etag};
+use super::revision::{IfMatch, etag, update_at_revision};
 use super::subscriptions::{BackoffBody, SubscriptionView, filter_problem};
 use super::subscriptions::{own_topic, subscribable_topic, view};
 use super::{AppState, Caller};
 use crate::json::Json;
 use crate::path::Path;
-use crate::problem::{FieldError, Problem, ProblemKind};
+use crate::problem::{FieldError, Problem};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/v1/subscriptions", get(list_subscriptions))
@@ -110,68 +110,61 @@ pub(super) async fn update_subscription(
         .as_deref()
         .map(|t| subscribable_topic(&state, &caller, t))
         .transpose()?;
-    // Without If-Match, retry a lost race with another update instead of answering 412.
-    for _ in 0..3 {
-        let (current, _) = state.broker.get_subscription(&name).await?;
-        if let Some(revision) = expected
-            && revision != current.revision
-        {
-            return Err(BrokerError::RevisionMismatch {
-                kind: "subscription",
-                name: name.to_string(),
-                expected: revision,
-                current: current.revision,
+    let updated = update_at_revision(
+        "subscription",
+        name.as_str(),
+        expected,
+        || {
+            let (broker, name) = (state.broker.clone(), name.clone());
+            async move {
+                let (subscription, _) = broker.get_subscription(&name).await?;
+                Ok((subscription.revision, subscription.config))
             }
-            .into());
-        }
-        let mut config = current.config.clone();
-        if let Some(topic) = &topic {
-            config.topic = topic.clone();
-        }
-        if let Some(ms) = body.ack_deadline_ms {
-            config.ack_deadline_ms = ms;
-        }
-        if let Some(backoff) = &body.backoff {
-            config.backoff = opal_core::Backoff {
-                initial_ms: backoff.initial_ms.unwrap_or(config.backoff.initial_ms),
-                max_ms: backoff.max_ms.unwrap_or(config.backoff.max_ms),
-                multiplier: backoff.multiplier.unwrap_or(config.backoff.multiplier),
-            };
-        }
-        if let Some(max) = body.max_deliveries {
-            config.max_deliveries = max;
-        }
-        if let Some(dlt) = &dead_letter_topic {
-            config.dead_letter_topic = dlt.clone();
-        }
-        if let Some(ordered) = body.ordered {
-            config.ordered = ordered;
-        }
-        if let Some(f) = &filter {
-            config.filter = f.clone();
-        }
-        config.validate(&state.limits)?;
-        match state
-            .broker
-            .update_subscription(&name, config, Some(current.revision))
-            .await
-        {
-            Ok(updated) => {
-                state
-                    .tenancy
-                    .subscription_changed(&name, Some(&updated.config.topic));
-                caller.audit(&state, "subscription.update", &name).await;
-                let tag = etag(updated.revision);
-                return Ok((tag, JsonResponse(view(&caller, updated))));
+        },
+        |mut config| {
+            if let Some(topic) = &topic {
+                config.topic = topic.clone();
             }
-            Err(BrokerError::RevisionMismatch { .. }) if expected.is_none() => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(Problem::new(
-        ProblemKind::Conflict,
-        "the subscription kept changing while this update was applied; try again",
-    ))
+            if let Some(ms) = body.ack_deadline_ms {
+                config.ack_deadline_ms = ms;
+            }
+            if let Some(backoff) = &body.backoff {
+                config.backoff = opal_core::Backoff {
+                    initial_ms: backoff.initial_ms.unwrap_or(config.backoff.initial_ms),
+                    max_ms: backoff.max_ms.unwrap_or(config.backoff.max_ms),
+                    multiplier: backoff.multiplier.unwrap_or(config.backoff.multiplier),
+                };
+            }
+            if let Some(max) = body.max_deliveries {
+                config.max_deliveries = max;
+            }
+            if let Some(dlt) = &dead_letter_topic {
+                config.dead_letter_topic = dlt.clone();
+            }
+            if let Some(ordered) = body.ordered {
+                config.ordered = ordered;
+            }
+            if let Some(f) = &filter {
+                config.filter = f.clone();
+            }
+            config.validate(&state.limits)?;
+            Ok(config)
+        },
+        |config, revision| {
+            let (broker, name) = (state.broker.clone(), name.clone());
+            async move {
+                broker
+                    .update_subscription(&name, config, Some(revision))
+                    .await
+            }
+        },
+    )
+    .await?;
+    state
+        .tenancy
+        .subscription_changed(&name, Some(&updated.config.topic));
+    caller.audit(&state, "subscription.update", &name).await;
+    Ok((etag(updated.revision), JsonResponse(view(&caller, updated))))
 }
 
 /// 204 when deleted with its ack state; receipts it issued are void afterwards.

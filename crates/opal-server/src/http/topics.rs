@@ -13,7 +13,7 @@ use opal_core::{
 use serde::{Deserialize, Serialize};
 
 use super::pagination::{PageRequest, link_header, next_cursor};
-use super::revision::{IfMatch, etag};
+use super::revision::{IfMatch, etag, update_at_revision};
 use super::{AppState, Caller};
 use crate::json::{Json, OptionalJson};
 use crate::path::Path;
@@ -284,52 +284,42 @@ async fn update_topic(
     Json(body): Json<UpdateTopic>,
 ) -> Result<impl IntoResponse, Problem> {
     let name = caller.topic(&topic)?;
-    // Without If-Match, retry a lost race with another update instead of answering 412.
-    for _ in 0..3 {
-        let (current, _) = state.broker.get_topic(&name).await?;
-        if let Some(revision) = expected
-            && revision != current.revision
-        {
-            return Err(opal_core::BrokerError::RevisionMismatch {
-                kind: "topic",
-                name: name.to_string(),
-                expected: revision,
-                current: current.revision,
+    let topic = update_at_revision(
+        "topic",
+        name.as_str(),
+        expected,
+        || {
+            let (broker, name) = (state.broker.clone(), name.clone());
+            async move {
+                let (topic, _) = broker.get_topic(&name).await?;
+                Ok((topic.revision, topic.config))
             }
-            .into());
-        }
-        let mut config = current.config.clone();
-        if let Some(partitions) = body.partitions {
-            config.partitions = partitions;
-        }
-        if let Some(retention) = &body.retention {
-            config.retention = Retention {
-                max_age_ms: retention.max_age_ms,
-                max_bytes: retention.max_bytes,
-                policy: retention.policy.map(Into::into).unwrap_or_default(),
-            };
-        }
-        if let Some(window) = body.dedup_window_ms {
-            config.dedup_window_ms = window;
-        }
-        config.validate(&state.limits)?;
-        match state
-            .broker
-            .update_topic(&name, config, Some(current.revision))
-            .await
-        {
-            Ok(topic) => {
-                caller.audit(&state, "topic.update", &name).await;
-                return Ok((etag(topic.revision), JsonResponse(view(&caller, topic))));
+        },
+        |mut config| {
+            if let Some(partitions) = body.partitions {
+                config.partitions = partitions;
             }
-            Err(opal_core::BrokerError::RevisionMismatch { .. }) if expected.is_none() => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(Problem::new(
-        crate::problem::ProblemKind::Conflict,
-        "the topic kept changing while this update was applied; try again",
-    ))
+            if let Some(retention) = &body.retention {
+                config.retention = Retention {
+                    max_age_ms: retention.max_age_ms,
+                    max_bytes: retention.max_bytes,
+                    policy: retention.policy.map(Into::into).unwrap_or_default(),
+                };
+            }
+            if let Some(window) = body.dedup_window_ms {
+                config.dedup_window_ms = window;
+            }
+            config.validate(&state.limits)?;
+            Ok(config)
+        },
+        |config, revision| {
+            let (broker, name) = (state.broker.clone(), name.clone());
+            async move { broker.update_topic(&name, config, Some(revision)).await }
+        },
+    )
+    .await?;
+    caller.audit(&state, "topic.update", &name).await;
+    Ok((etag(topic.revision), JsonResponse(view(&caller, topic))))
 }
 
 /// 204 when deleted with its messages; 409 while a subscription uses it.
