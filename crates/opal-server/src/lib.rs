@@ -35,8 +35,10 @@ mod openapi;
 mod path;
 mod problem;
 mod tenancy;
-#[cfg(test)]
-mod test_pki;
+/// Certificates for tests (the `test-pki` feature; not part of the server).
+#[cfg(any(test, feature = "test-pki"))]
+#[doc(hidden)]
+pub mod test_pki;
 mod tls;
 #[cfg(test)]
 mod tls_tests;

@@ -1,4 +1,5 @@
-//! Test certificates: a CA per test that issues server and client certificates (rcgen).
+//! Test certificates: a CA per test that issues server and client certificates (rcgen). For
+//! this crate's tests, and (with the `test-pki` feature) for the binary's integration tests.
 
 use std::path::{Path, PathBuf};
 
@@ -6,21 +7,28 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls_pki_types::CertificateDer;
 
-pub(crate) struct TestCa {
+/// A certificate authority made for one test.
+pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
-/// A certificate and its key, as PEM.
-pub(crate) struct Issued {
-    pub(crate) cert_pem: String,
-    pub(crate) key_pem: String,
-    pub(crate) der: CertificateDer<'static>,
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCa").finish_non_exhaustive()
+    }
+}
+
+/// A certificate and its key, as PEM, and the certificate's DER.
+#[derive(Debug)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
 }
 
 impl TestCa {
-    pub(crate) fn new(name: &str) -> TestCa {
+    pub fn new(name: &str) -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -29,12 +37,12 @@ impl TestCa {
         TestCa { issuer }
     }
 
-    pub(crate) fn pem(&self) -> String {
+    pub fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// For `localhost` and `127.0.0.1`.
-    pub(crate) fn server(&self, cn: &str) -> Issued {
+    pub fn server(&self, cn: &str) -> Issued {
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params
             .subject_alt_names
@@ -43,7 +51,7 @@ impl TestCa {
         self.issue(params, cn)
     }
 
-    pub(crate) fn client(&self, cn: &str) -> Issued {
+    pub fn client(&self, cn: &str) -> Issued {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(params, cn)
@@ -56,12 +64,12 @@ impl TestCa {
         Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
+            der: cert.der().to_vec(),
         }
     }
 }
 
-pub(crate) fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
     path

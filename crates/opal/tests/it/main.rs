@@ -3,7 +3,6 @@
 mod crash;
 mod encryption;
 mod lifecycle;
-mod pki;
 mod publish_pull;
 mod support;
 mod tls;

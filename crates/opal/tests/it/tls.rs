@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::pki::{Issued, TestCa, write};
 use crate::support::{ADMIN_KEY, Server, data_dir};
+use opal_server::test_pki::{Issued, TestCa, write};
 
 /// A server certificate and key in files, and the CA that signed them.
 struct Files {
