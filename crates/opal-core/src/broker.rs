@@ -5,9 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    AckId, AckOutcome, AppName, BrokerError, Delivery, Message, NewMessage, PublishResult, Settle,
-    StartPosition, Subscription, SubscriptionConfig, SubscriptionName, SubscriptionStats, Topic,
-    TopicConfig, TopicName, TopicStats,
+    AckId, AckOutcome, AppName, AttemptQuery, BrokerError, Delivery, Message, NewMessage,
+    PublishResult, PushAttempt, Settle, StartPosition, Subscription, SubscriptionConfig,
+    SubscriptionName, SubscriptionStats, Topic, TopicConfig, TopicName, TopicStats,
 };
 
 /// Whether a create call made something new or found it already there with the same settings.
@@ -140,6 +140,25 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         name: &SubscriptionName,
         position: StartPosition,
     ) -> Result<(), BrokerError>;
+
+    /// A counter that moves whenever a subscription is created, updated or deleted (by any
+    /// caller), so the push dispatcher learns of endpoints without polling.
+    fn watch_subscriptions(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Appends to a push subscription's attempt log, which keeps a week of attempts. The log is
+    /// a record for people, not a guarantee: a crash may lose its last entries.
+    async fn record_push_attempts(
+        &self,
+        name: &SubscriptionName,
+        attempts: Vec<PushAttempt>,
+    ) -> Result<(), BrokerError>;
+
+    /// Logged attempts matching `query`, newest first.
+    async fn list_push_attempts(
+        &self,
+        name: &SubscriptionName,
+        query: AttemptQuery,
+    ) -> Result<Vec<PushAttempt>, BrokerError>;
 
     /// The SHA-256 of the bootstrap admin key, if one was stored.
     async fn admin_key_hash(&self) -> Result<Option<[u8; 32]>, BrokerError>;

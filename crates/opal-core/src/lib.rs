@@ -14,6 +14,7 @@ mod limits;
 mod message;
 mod names;
 mod partition;
+mod push;
 mod subscription;
 pub mod tenancy;
 mod topic;
@@ -30,6 +31,9 @@ pub use limits::Limits;
 pub use message::{AckId, DataEncoding, Message, NewMessage, PublishResult};
 pub use names::{APP_SEPARATOR, AppName, SubscriptionName, TopicName};
 pub use partition::partition_for_key;
+pub use push::{
+    AttemptQuery, AttemptStatus, EndpointState, PushAttempt, PushConfig, PushFormat, PushSecret,
+};
 pub use subscription::{
     AckOutcome, AckRejection, Delivery, Settle, StartPosition, Subscription, SubscriptionConfig,
     SubscriptionStats,

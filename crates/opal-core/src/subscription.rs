@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::{AckId, Backoff, BrokerError, Filter, Limits, Message, SubscriptionName, TopicName};
+use crate::{
+    AckId, Backoff, BrokerError, Filter, Limits, Message, PushConfig, SubscriptionName, TopicName,
+};
 
 /// The settings of a subscription that its creator chooses.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +24,8 @@ pub struct SubscriptionConfig {
     pub ordered: bool,
     /// Only messages whose attributes match are delivered (and count in the backlog).
     pub filter: Option<Filter>,
+    /// Delivered by Opal's dispatcher as HTTP POSTs to this endpoint (a push subscription).
+    pub push: Option<PushConfig>,
 }
 
 impl SubscriptionConfig {
@@ -39,6 +43,7 @@ impl SubscriptionConfig {
             dead_letter_topic: None,
             ordered: false,
             filter: None,
+            push: None,
         }
     }
 
@@ -74,6 +79,15 @@ impl SubscriptionConfig {
                 "dead_letter_topic",
                 "must differ from the subscription's topic",
             ));
+        }
+        if let Some(push) = &self.push {
+            push.validate()?;
+            if self.ack_deadline_ms <= push.timeout_ms {
+                return Err(BrokerError::invalid(
+                    "ack_deadline_ms",
+                    "must be longer than push.timeout_ms, so an attempt ends before its lease",
+                ));
+            }
         }
         Ok(())
     }

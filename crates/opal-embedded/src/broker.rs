@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use opal_core::{
-    AckId, AckOutcome, AppName, Broker, BrokerError, Clock, Created, Delivery, Message, NewMessage,
-    PublishResult, Settle, StartPosition, Subscription, SubscriptionConfig, SubscriptionName,
-    SubscriptionStats, Topic, TopicConfig, TopicName, TopicStats,
+    AckId, AckOutcome, AppName, AttemptQuery, Broker, BrokerError, Clock, Created, Delivery,
+    Message, NewMessage, PublishResult, PushAttempt, Settle, StartPosition, Subscription,
+    SubscriptionConfig, SubscriptionName, SubscriptionStats, Topic, TopicConfig, TopicName,
+    TopicStats,
 };
 use opal_log::LogConfig;
 use tokio::sync::Notify;
@@ -44,7 +45,15 @@ pub(crate) struct Inner {
     /// Wakes the scheduler when an earlier delayed message arrives or on close.
     /// Its own allocation, so the scheduler can wait on it without keeping the broker alive.
     pub(crate) scheduler_wake: Arc<Notify>,
+    /// Counts subscription creates, updates and deletes, for [`Broker::watch_subscriptions`].
+    pub(crate) subscription_changes: tokio::sync::watch::Sender<u64>,
     pub(crate) closed: AtomicBool,
+}
+
+impl Inner {
+    pub(crate) fn subscriptions_changed(&self) {
+        self.subscription_changes.send_modify(|n| *n += 1);
+    }
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -113,6 +122,7 @@ impl EmbeddedBroker {
                 create_lock: tokio::sync::Mutex::new(()),
                 release_lock: tokio::sync::Mutex::new(()),
                 scheduler_wake: Arc::new(Notify::new()),
+                subscription_changes: tokio::sync::watch::Sender::new(0),
                 closed: AtomicBool::new(false),
             }),
         };
@@ -393,6 +403,7 @@ impl Broker for EmbeddedBroker {
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string(), Arc::new(open));
         tracing::info!(subscription = %name, topic = %subscription.config.topic, "subscription created");
+        self.inner.subscriptions_changed();
         Ok((subscription, Created::New))
     }
 
@@ -431,6 +442,34 @@ impl Broker for EmbeddedBroker {
         limit: usize,
     ) -> Result<Vec<Subscription>, BrokerError> {
         Ok(self.subscriptions_after(app, after, limit))
+    }
+
+    fn watch_subscriptions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.subscription_changes.subscribe()
+    }
+
+    async fn record_push_attempts(
+        &self,
+        name: &SubscriptionName,
+        attempts: Vec<PushAttempt>,
+    ) -> Result<(), BrokerError> {
+        self.subscription(name)?;
+        let meta = Arc::clone(&self.inner.meta);
+        let key = name.to_string();
+        let now = self.inner.clock.now_ms();
+        blocking(move || meta.record_push_attempts(&key, &attempts, now)).await?;
+        Ok(())
+    }
+
+    async fn list_push_attempts(
+        &self,
+        name: &SubscriptionName,
+        query: AttemptQuery,
+    ) -> Result<Vec<PushAttempt>, BrokerError> {
+        self.subscription(name)?;
+        let meta = Arc::clone(&self.inner.meta);
+        let key = name.to_string();
+        Ok(blocking(move || meta.push_attempts(&key, &query)).await?)
     }
 
     async fn pull(

@@ -12,6 +12,7 @@ mod manage;
 mod meta;
 mod publish;
 mod pull;
+mod push_attempts;
 mod rows;
 mod scheduler;
 mod sealing;

@@ -177,6 +177,7 @@ impl EmbeddedBroker {
         // A changed filter or deadline may make something deliverable now.
         open.topic.published.notify_waiters();
         tracing::info!(subscription = %name, revision = updated.revision, "subscription updated");
+        self.inner.subscriptions_changed();
         Ok(updated)
     }
 
@@ -211,6 +212,7 @@ impl EmbeddedBroker {
             .remove(name.as_str());
         open.topic.published.notify_waiters();
         tracing::info!(subscription = %name, "subscription deleted");
+        self.inner.subscriptions_changed();
         Ok(())
     }
 

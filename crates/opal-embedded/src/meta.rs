@@ -80,6 +80,26 @@ pub(crate) struct SubscriptionRow {
     pub(crate) filter: Option<serde_json::Value>,
     #[serde(default)]
     pub(crate) revision: u64,
+    #[serde(default)]
+    pub(crate) push: Option<PushRow>,
+}
+
+/// A push subscription's endpoint, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PushRow {
+    pub(crate) url: String,
+    /// `(secret, expires_at_ms)`, the current one first.
+    pub(crate) secrets: Vec<(String, Option<i64>)>,
+    pub(crate) timeout_ms: u64,
+    pub(crate) max_in_flight: u32,
+    pub(crate) rate_limit_per_s: Option<u32>,
+    /// `cloudevents`, `binary` or `raw`.
+    pub(crate) format: String,
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
+    pub(crate) retry_schedule_ms: Vec<u64>,
+    pub(crate) validate: bool,
+    /// `(disabled_at_ms, reason)` while disabled.
+    pub(crate) disabled: Option<(i64, String)>,
 }
 
 /// A failed delivery waiting for its next attempt, as stored.
@@ -121,7 +141,7 @@ pub(crate) struct DedupRow {
 pub(crate) struct MetaStore {
     /// `None` once closed, so that the file lock is released even while handles remain.
     db: RwLock<Option<Database>>,
-    sealing: Sealing,
+    pub(crate) sealing: Sealing,
 }
 
 /// A dedup id as stored (a tag when encryption is on), as opposed to one given by a publisher.
@@ -204,6 +224,7 @@ impl MetaStore {
             txn.open_table(DEDUP_PENDING)?;
             txn.open_table(DEDUP_EXPIRY)?;
             crate::tenancy_store::open_tables(txn)?;
+            crate::push_attempts::open_tables(txn)?;
             let mut settings = txn.open_table(SETTINGS)?;
             let found = settings.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
             match found {
@@ -259,7 +280,7 @@ impl MetaStore {
     /// `durable: false` commits without syncing: the change becomes durable with the next
     /// durable commit, and a crash before that loses it. Used only for state that is safe to
     /// lose (it only makes a message come back sooner or be filtered again).
-    fn write_with<T>(
+    pub(crate) fn write_with<T>(
         &self,
         durable: bool,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, EmbeddedError>,
@@ -605,6 +626,7 @@ impl MetaStore {
                 .retain_in((name, 0, 0)..=(name, u32::MAX, u64::MAX), |_, _| false)?;
             txn.open_table(RETRIES)?
                 .retain_in((name, 0, 0)..=(name, u32::MAX, u64::MAX), |_, _| false)?;
+            MetaStore::delete_push_attempts(txn, name)?;
             Ok(())
         })
     }
@@ -673,6 +695,7 @@ mod tests {
                 ordered: false,
                 filter: None,
                 revision: 1,
+                push: None,
             };
             store.put_subscription("s", &row, &[0, 0]).unwrap();
             let plan = AckPlan {

@@ -2,12 +2,12 @@
 
 use jiff::Timestamp;
 use opal_core::{
-    Backoff, Filter, Retention, RetentionPolicy, Subscription, SubscriptionConfig,
-    SubscriptionName, Topic, TopicConfig, TopicName,
+    Backoff, EndpointState, Filter, PushConfig, PushFormat, PushSecret, Retention, RetentionPolicy,
+    Subscription, SubscriptionConfig, SubscriptionName, Topic, TopicConfig, TopicName,
 };
 
 use crate::EmbeddedError;
-use crate::meta::{SubscriptionRow, TopicRow};
+use crate::meta::{PushRow, SubscriptionRow, TopicRow};
 
 fn corrupt(e: impl std::fmt::Display) -> EmbeddedError {
     EmbeddedError::CorruptMeta(e.to_string())
@@ -70,7 +70,62 @@ pub(crate) fn subscription_row(s: &Subscription) -> SubscriptionRow {
         ordered: c.ordered,
         filter: c.filter.as_ref().map(Filter::to_json),
         revision: s.revision,
+        push: c.push.as_ref().map(push_row),
     }
+}
+
+fn push_row(p: &PushConfig) -> PushRow {
+    PushRow {
+        url: p.url.clone(),
+        secrets: p
+            .secrets
+            .iter()
+            .map(|s| (s.secret.clone(), s.expires_at.map(|t| t.as_millisecond())))
+            .collect(),
+        timeout_ms: p.timeout_ms,
+        max_in_flight: p.max_in_flight,
+        rate_limit_per_s: p.rate_limit_per_s,
+        format: p.format.as_str().to_owned(),
+        headers: p.headers.clone(),
+        retry_schedule_ms: p.retry_schedule_ms.clone(),
+        validate: p.validate,
+        disabled: match &p.state {
+            EndpointState::Enabled => None,
+            EndpointState::Disabled { at, reason } => Some((at.as_millisecond(), reason.clone())),
+        },
+    }
+}
+
+fn push_from_row(row: PushRow) -> Result<PushConfig, EmbeddedError> {
+    let secrets = row
+        .secrets
+        .into_iter()
+        .map(|(secret, expires)| {
+            Ok(PushSecret {
+                secret,
+                expires_at: expires.map(timestamp).transpose()?,
+            })
+        })
+        .collect::<Result<_, EmbeddedError>>()?;
+    Ok(PushConfig {
+        url: row.url,
+        secrets,
+        timeout_ms: row.timeout_ms,
+        max_in_flight: row.max_in_flight,
+        rate_limit_per_s: row.rate_limit_per_s,
+        format: PushFormat::parse(&row.format)
+            .ok_or_else(|| corrupt(format!("unknown push format {}", row.format)))?,
+        headers: row.headers,
+        retry_schedule_ms: row.retry_schedule_ms,
+        validate: row.validate,
+        state: match row.disabled {
+            None => EndpointState::Enabled,
+            Some((at, reason)) => EndpointState::Disabled {
+                at: timestamp(at)?,
+                reason,
+            },
+        },
+    })
 }
 
 pub(crate) fn subscription_from_row(
@@ -104,6 +159,7 @@ pub(crate) fn subscription_from_row(
                 .map(Filter::parse)
                 .transpose()
                 .map_err(corrupt)?,
+            push: row.push.map(push_from_row).transpose()?,
         },
         created_at: timestamp(row.created_at_ms)?,
         revision: row.revision.max(1),

@@ -29,6 +29,7 @@ pub mod filter;
 pub mod manage;
 pub mod ordering;
 pub mod publish;
+pub mod push;
 pub mod redelivery;
 pub mod restart;
 pub mod retention;
@@ -153,6 +154,12 @@ macro_rules! conformance_tests {
             lists_for_one_app_hold_only_its_resources,
             browsing_reads_without_consuming,
         );
+        $crate::__conformance_group!($harness; push:
+            attempts_are_listed_newest_first_and_filtered,
+            attempts_older_than_a_week_are_dropped,
+            attempts_go_with_their_subscription,
+            subscription_changes_are_announced,
+        );
     };
 }
 
@@ -197,6 +204,7 @@ mod tests {
             ("stats", include_str!("stats.rs")),
             ("restart", include_str!("restart.rs")),
             ("manage", include_str!("manage.rs")),
+            ("push", include_str!("push.rs")),
         ];
         let this = include_str!("mod.rs");
         let listed = this

@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use super::support::*;
+use jiff::Timestamp;
+
 use crate::{
-    Backoff, BrokerError, Created, Retention, RetentionPolicy, Settle, StartPosition,
-    SubscriptionConfig, SubscriptionName, TopicConfig, TopicName,
+    Backoff, BrokerError, Created, EndpointState, PushConfig, PushFormat, PushSecret, Retention,
+    RetentionPolicy, Settle, StartPosition, SubscriptionConfig, SubscriptionName, TopicConfig,
+    TopicName,
 };
 
 /// Published messages survive a restart unchanged, and offsets go on after them.
@@ -141,6 +144,35 @@ fn full_sub_config(topic: &TopicName, dead: &TopicName) -> SubscriptionConfig {
         dead_letter_topic: Some(dead.clone()),
         ordered: true,
         filter: None,
+        push: Some(full_push_config()),
+    }
+}
+
+fn full_push_config() -> PushConfig {
+    let rotated_out = Timestamp::from_second(2_000_000_000).expect("a valid time");
+    PushConfig {
+        url: "https://hooks.example.com/opal?tenant=7".into(),
+        secrets: vec![
+            PushSecret {
+                secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+                expires_at: None,
+            },
+            PushSecret {
+                secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+                expires_at: Some(rotated_out),
+            },
+        ],
+        timeout_ms: 5_000,
+        max_in_flight: 3,
+        rate_limit_per_s: Some(40),
+        format: PushFormat::Raw,
+        headers: [("x-team".to_owned(), "payments".to_owned())].into(),
+        retry_schedule_ms: vec![0, 1_000, 60_000],
+        validate: true,
+        state: EndpointState::Disabled {
+            at: rotated_out,
+            reason: "410 Gone".into(),
+        },
     }
 }
 
