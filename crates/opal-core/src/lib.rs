@@ -2,11 +2,14 @@
 //! backend shares (validation, filters, backoff, partition choice, dead letters), the [`Broker`]
 //! trait that storage backends implement, and the conformance suite they must pass.
 //!
-//! This crate knows no network, no HTTP and no file format.
+//! This crate knows no network, no HTTP type and no file format. It does render a message as a
+//! CloudEvent ([`cloudevent`]), in plain strings and bytes, because every front door that sends
+//! events (the HTTP API, the push dispatcher) must send the same ones.
 
 mod backoff;
 mod broker;
 mod clock;
+pub mod cloudevent;
 pub mod dead_letter;
 mod error;
 mod filter;
@@ -25,6 +28,7 @@ pub mod conformance;
 pub use backoff::Backoff;
 pub use broker::{Broker, Created};
 pub use clock::Clock;
+pub use cloudevent::{BinaryEvent, CloudEvent};
 pub use error::BrokerError;
 pub use filter::Filter;
 pub use limits::Limits;

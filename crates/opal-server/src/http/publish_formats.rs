@@ -12,9 +12,10 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use jiff::Timestamp;
+use opal_core::cloudevent::{self, CE_PREFIX, STRUCTURED_MEDIA_TYPE};
 use opal_core::{BrokerError, DataEncoding, Limits, NewMessage, TopicName};
 
-use super::cloudevents::{self, BATCH_MEDIA_TYPE, CE_PREFIX, STRUCTURED_MEDIA_TYPE};
+use super::cloudevents::{self, BATCH_MEDIA_TYPE};
 use super::messages::{self, IDEMPOTENCY_KEY, PublishResponse, Published};
 use super::trace_context::TraceHeaders;
 use super::{AppState, Caller};
@@ -198,7 +199,7 @@ fn form_of(headers: &HeaderMap) -> Result<Form, Problem> {
             )]));
         }
     };
-    let essence = content_type.map(cloudevents::essence);
+    let essence = content_type.map(cloudevent::essence);
     let first_ce_header = headers
         .keys()
         .find(|name| name.as_str().starts_with(CE_PREFIX));
