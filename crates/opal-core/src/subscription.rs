@@ -48,6 +48,10 @@ impl SubscriptionConfig {
     }
 
     pub fn validate(&self, limits: &Limits) -> Result<(), BrokerError> {
+        // First: the settings derived from the endpoint (`max_deliveries`) are judged after it.
+        if let Some(push) = &self.push {
+            push.validate()?;
+        }
         if !(Self::MIN_ACK_DEADLINE_MS..=limits.max_ack_deadline_ms).contains(&self.ack_deadline_ms)
         {
             return Err(BrokerError::invalid(
@@ -80,14 +84,13 @@ impl SubscriptionConfig {
                 "must differ from the subscription's topic",
             ));
         }
-        if let Some(push) = &self.push {
-            push.validate()?;
-            if self.ack_deadline_ms <= push.timeout_ms {
-                return Err(BrokerError::invalid(
-                    "ack_deadline_ms",
-                    "must be longer than push.timeout_ms, so an attempt ends before its lease",
-                ));
-            }
+        if let Some(push) = &self.push
+            && self.ack_deadline_ms <= push.timeout_ms
+        {
+            return Err(BrokerError::invalid(
+                "ack_deadline_ms",
+                "must be longer than push.timeout_ms, so an attempt ends before its lease",
+            ));
         }
         Ok(())
     }

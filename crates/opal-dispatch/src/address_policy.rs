@@ -18,6 +18,13 @@ use crate::error::DispatchError;
 pub struct AddressPolicy {
     /// Networks let through even though they lie in a refused range.
     pub allow: Vec<IpNet>,
+    /// Refuse everything outside `allow`, public addresses too: for operators whose webhooks
+    /// may only reach known networks, and for test servers that must never reach out.
+    pub only_allowed: bool,
+    /// Look no host name up but `localhost` (answered as 127.0.0.1 and ::1 without a query,
+    /// RFC 6761): for servers where not even a DNS query may leave the host, such as test
+    /// servers fed random URLs by a fuzzer.
+    pub no_dns: bool,
 }
 
 /// The kind of range an address was refused for.
@@ -59,6 +66,8 @@ pub enum Range {
     /// IPv6 outside `2000::/3`, the only block IANA hands out for global unicast; refusing the
     /// rest keeps future special-purpose assignments out without a code change.
     NotGlobalUnicast,
+    /// Any address outside the allow list, when only the allow list may be reached.
+    NotAllowed,
 }
 
 impl Range {
@@ -82,6 +91,7 @@ impl Range {
             Range::DiscardOnly => "discard-only",
             Range::LocalNat64 => "local-use NAT64",
             Range::NotGlobalUnicast => "non-global-unicast",
+            Range::NotAllowed => "outside the allow list",
         }
     }
 }
@@ -142,7 +152,11 @@ impl AddressPolicy {
 
     /// A policy letting `allow` through.
     pub fn with_allow(allow: Vec<IpNet>) -> Self {
-        AddressPolicy { allow }
+        AddressPolicy {
+            allow,
+            only_allowed: false,
+            no_dns: false,
+        }
     }
 
     /// Parses a `--push-allow-nets` value: networks (or single addresses) separated by commas
@@ -161,7 +175,7 @@ impl AddressPolicy {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(AddressPolicy { allow })
+        Ok(AddressPolicy::with_allow(allow))
     }
 
     /// May a webhook connect to `ip`? Addresses in the allow list pass, and so does an
@@ -178,6 +192,10 @@ impl AddressPolicy {
         }
         match classify(ip) {
             Some(refusal) => Err(refusal),
+            None if self.only_allowed => Err(Refusal {
+                range: Range::NotAllowed,
+                embedded_in: None,
+            }),
             None => Ok(()),
         }
     }

@@ -181,6 +181,18 @@ impl PushClient {
     }
 }
 
+/// Checks a callback URL as far as it can be without resolving names: it parses, is http or
+/// https, carries no credentials, and, when its host is an IP address, the policy allows it.
+/// For an early, clear refusal when an endpoint is configured; the dispatcher checks every
+/// connection again.
+pub fn check_callback_url(policy: &AddressPolicy, url: &str) -> Result<Url, DispatchError> {
+    let parsed = Url::parse(url).map_err(|e| DispatchError::UrlRefused {
+        reason: format!("not a valid URL: {e}"),
+    })?;
+    check_url_form(policy, &parsed)?;
+    Ok(parsed)
+}
+
 /// The syntactic checks, and the policy for literal addresses. Returns the host name still to
 /// be resolved, if the host is a name.
 fn check_url_form<'u>(

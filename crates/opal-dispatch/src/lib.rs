@@ -2,12 +2,14 @@
 //! SSRF guard and the HTTP client it protects, attempt outcomes, the retry schedule, and the
 //! per-endpoint circuit breaker and rate limit.
 //!
-//! The dispatcher loop that claims messages and records attempts lives elsewhere; everything
-//! here is either pure (decisions over values and a caller-supplied "now") or one HTTP call.
+//! Everything but [`dispatcher`] is either pure (decisions over values and a caller-supplied
+//! "now") or one HTTP call; [`dispatcher`] runs them against a [`opal_core::Broker`]: pull,
+//! POST, log, ack or nack.
 
 pub mod address_policy;
 pub mod breaker;
 pub mod client;
+pub mod dispatcher;
 pub mod error;
 pub mod outcome;
 pub mod rate;
@@ -19,7 +21,8 @@ pub mod validation;
 
 pub use address_policy::{AddressPolicy, Refusal};
 pub use breaker::{Admission, BreakerConfig, BreakerState, CircuitBreaker};
-pub use client::{ClientOptions, PushClient, PushResponse};
+pub use client::{ClientOptions, PushClient, PushResponse, check_callback_url};
+pub use dispatcher::{DispatcherSettings, ENDPOINT_DISABLED, EVENTS_TOPIC, spawn};
 pub use error::{DispatchError, ErrorKind};
 pub use outcome::Outcome;
 pub use rate::RateLimiter;

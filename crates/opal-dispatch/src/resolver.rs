@@ -52,13 +52,27 @@ pub(crate) async fn resolve_checked(
     host: &str,
     port: u16,
 ) -> Result<Vec<SocketAddr>, DispatchError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| DispatchError::Resolve {
-            host: host.to_owned(),
-            reason: e.to_string(),
-        })?
-        .collect();
+    let addrs: Vec<SocketAddr> = if policy.no_dns {
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if name != "localhost" && !name.ends_with(".localhost") {
+            return Err(DispatchError::Resolve {
+                host: host.to_owned(),
+                reason: "this server looks up no host names but localhost".to_owned(),
+            });
+        }
+        vec![
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        ]
+    } else {
+        tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| DispatchError::Resolve {
+                host: host.to_owned(),
+                reason: e.to_string(),
+            })?
+            .collect()
+    };
     if addrs.is_empty() {
         return Err(DispatchError::Resolve {
             host: host.to_owned(),
@@ -131,5 +145,30 @@ mod tests {
             .all(|a| a.ip() == IpAddr::from([127, 0, 0, 1]));
         let result = guarded.resolve_checked("localhost", 0).await;
         assert_eq!(result.is_ok(), all_v4, "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn without_dns_only_localhost_resolves_and_without_a_query() {
+        let mut policy = AddressPolicy::parse_allow_list("127.0.0.0/8,::1/128").unwrap();
+        policy.no_dns = true;
+        let guarded = GuardedResolver::new(Arc::new(policy));
+        let addrs = guarded.resolve_checked("LocalHost.", 7).await.unwrap();
+        assert_eq!(
+            addrs,
+            [
+                SocketAddr::from(([127, 0, 0, 1], 7)),
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7))
+            ]
+        );
+        assert!(guarded.resolve_checked("api.localhost", 7).await.is_ok());
+        // Refused before any lookup: the name is never sent to a resolver.
+        for host in ["example.com", "localhost.example.com", "internal"] {
+            match guarded.resolve_checked(host, 7).await {
+                Err(DispatchError::Resolve { reason, .. }) => {
+                    assert!(reason.contains("no host names"), "{host}: {reason}");
+                }
+                other => panic!("{host}: {other:?}"),
+            }
+        }
     }
 }

@@ -109,6 +109,11 @@ impl EmbeddedBroker {
                 }
                 let count: usize = live.values().map(BTreeSet::len).sum();
                 Counters::add(&sub.counters.acked, count);
+                if config.ordered {
+                    // The key's next message is free now: a consumer waiting in a long-poll
+                    // (the push dispatcher always is) should not wait out its timeout.
+                    sub.topic.published.notify_waiters();
+                }
             }
             Settle::Extend { deadline } => {
                 let until = now.saturating_add(deadline.as_millis() as i64);

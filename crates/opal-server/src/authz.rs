@@ -53,6 +53,9 @@ pub(crate) fn rule(method: &Method, route: &str) -> Option<Rule> {
         ("PUT" | "PATCH" | "DELETE", "/v1/subscriptions/{subscription}") => Manage,
         ("POST", "/v1/subscriptions/{subscription}/seek") => Manage,
         ("POST", "/v1/subscriptions/{subscription}/redrive") => Manage,
+        ("GET", "/v1/subscriptions/{subscription}/secret") => Manage,
+        ("POST", "/v1/subscriptions/{subscription}/secret/rotate") => Manage,
+        ("GET", "/v1/subscriptions/{subscription}/attempts") => Read,
         (
             "POST",
             "/v1/subscriptions/{subscription}/pull"

@@ -84,6 +84,9 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate (and optionally ask for client certificates) instead of
     /// plain HTTP. `None` (the default): plain HTTP.
     pub tls: Option<ServerTls>,
+    /// The SSRF guard's allow list, applied when a push endpoint's URL is an IP address (names
+    /// are checked by the dispatcher on every connection). Default: nothing internal allowed.
+    pub push_policy: opal_dispatch::AddressPolicy,
 }
 
 impl ServerConfig {
@@ -105,6 +108,7 @@ impl ServerConfig {
             auth_failures_per_s: Self::DEFAULT_AUTH_FAILURES_PER_S,
             header_timeout_ms: Self::DEFAULT_HEADER_TIMEOUT_MS,
             tls: None,
+            push_policy: opal_dispatch::AddressPolicy::new(),
         }
     }
 
@@ -232,6 +236,7 @@ pub fn router(
         admin_key_hash: config.admin_key_hash,
         limits: config.limits,
         max_body_bytes: config.max_body_bytes,
+        push_policy: config.push_policy.clone(),
         shutdown,
     });
     // Route layers, so that unknown paths are a plain 404 and the matched route is known to

@@ -120,6 +120,84 @@ pub(crate) struct ServeArgs {
     pub(crate) header_timeout_ms: u64,
     #[command(flatten)]
     pub(crate) tls: TlsArgs,
+    #[command(flatten)]
+    pub(crate) push: PushArgs,
+}
+
+/// Push subscriptions (outbound webhooks).
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// Networks push endpoints may resolve to although they are loopback, private, link-local
+    /// or otherwise internal, as comma-separated CIDRs (e.g. `10.1.0.0/16,::1/128`). Empty (the
+    /// default): every such address is refused (the SSRF guard).
+    #[arg(
+        long,
+        env = "OPAL_PUSH_ALLOW_NETS",
+        value_name = "CIDRS",
+        default_value = ""
+    )]
+    pub(crate) push_allow_nets: String,
+
+    /// Refuse every push endpoint address outside `--push-allow-nets`, public ones too (for
+    /// webhooks that may only reach known networks, and for test servers).
+    #[arg(long, env = "OPAL_PUSH_ONLY_ALLOWED_NETS")]
+    pub(crate) push_only_allowed_nets: bool,
+
+    /// Look up no push endpoint host name but `localhost`: for servers where not even a DNS
+    /// query may leave the host (air-gapped, or a test server fed random URLs).
+    #[arg(long, env = "OPAL_PUSH_NO_DNS")]
+    pub(crate) push_no_dns: bool,
+
+    /// An endpoint whose every attempt failed for this long is disabled (and its owner told on
+    /// the app's `opal.events` topic), in seconds. Default 5 days.
+    #[arg(
+        long,
+        env = "OPAL_PUSH_DISABLE_AFTER_S",
+        value_name = "S",
+        default_value_t = 5 * 24 * 3600,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub(crate) push_disable_after_s: u64,
+
+    /// Consecutive failed attempts that open an endpoint's circuit breaker.
+    #[arg(
+        long,
+        env = "OPAL_PUSH_BREAKER_FAILURES",
+        value_name = "N",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub(crate) push_breaker_failures: u32,
+
+    /// How long an open circuit breaker waits before its first probe, in milliseconds (doubling
+    /// while probes fail, up to 10 minutes).
+    #[arg(
+        long,
+        env = "OPAL_PUSH_BREAKER_COOL_DOWN_MS",
+        value_name = "MS",
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(1..=600_000)
+    )]
+    pub(crate) push_breaker_cool_down_ms: u64,
+
+    /// The longest `Retry-After` of an endpoint that is honoured, in seconds.
+    #[arg(
+        long,
+        env = "OPAL_PUSH_MAX_RETRY_AFTER_S",
+        value_name = "S",
+        default_value_t = 3_600
+    )]
+    pub(crate) push_max_retry_after_s: u64,
+
+    /// Sent as `WebHook-Request-Origin` in the CloudEvents validation handshake of endpoints
+    /// that ask for it: the name receivers allow.
+    #[arg(
+        long,
+        env = "OPAL_PUSH_ORIGIN",
+        value_name = "NAME",
+        default_value = "opal"
+    )]
+    pub(crate) push_origin: String,
 }
 
 /// HTTPS instead of plain HTTP, and client certificates.

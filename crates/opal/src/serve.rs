@@ -21,6 +21,12 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // for log recovery.
     let mut server_config = server_config(&args);
     server_config.validate().context("invalid HTTP settings")?;
+    let mut push_policy =
+        opal_dispatch::AddressPolicy::parse_allow_list(&args.push.push_allow_nets)
+            .context("invalid --push-allow-nets")?;
+    push_policy.only_allowed = args.push.push_only_allowed_nets;
+    push_policy.no_dns = args.push.push_no_dns;
+    server_config.push_policy = push_policy.clone();
     server_config.tls = tls_settings(&args.tls)
         .map(ServerTls::load)
         .transpose()
@@ -62,6 +68,17 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
+    // Its own token: it stops after the HTTP server has drained (no new pushes are made while
+    // requests still settle) and before storage closes.
+    let dispatch_stop = CancellationToken::new();
+    let dispatcher = opal_dispatch::spawn(
+        Arc::clone(&broker),
+        opal_core::Clock::system(),
+        dispatcher_settings(&args, push_policy.clone())?,
+        dispatch_stop.clone(),
+    )
+    .context("starting the push dispatcher")?;
+
     let server = tokio::spawn(opal_server::run(
         listener,
         ServerConfig {
@@ -87,6 +104,13 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
+    dispatch_stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(args.shutdown_grace_s), dispatcher)
+        .await
+        .is_err()
+    {
+        tracing::warn!("push attempts took longer than the grace period; closing anyway");
+    }
     broker.close().await.context("closing storage")?;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -102,6 +126,30 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
     config.auth_failures_per_s = args.auth_failures_per_s;
     config.header_timeout_ms = args.header_timeout_ms;
     config
+}
+
+/// The push dispatcher's settings from the command line.
+fn dispatcher_settings(
+    args: &ServeArgs,
+    policy: opal_dispatch::AddressPolicy,
+) -> anyhow::Result<opal_dispatch::DispatcherSettings> {
+    let push = &args.push;
+    let breaker = opal_dispatch::BreakerConfig {
+        failure_threshold: push.push_breaker_failures,
+        cool_down: Duration::from_millis(push.push_breaker_cool_down_ms),
+        ..opal_dispatch::BreakerConfig::default()
+    };
+    breaker
+        .validate()
+        .context("invalid circuit breaker settings")?;
+    Ok(opal_dispatch::DispatcherSettings {
+        policy,
+        origin: push.push_origin.clone(),
+        max_retry_after: Duration::from_secs(push.push_max_retry_after_s),
+        breaker,
+        disable_after: Duration::from_secs(push.push_disable_after_s),
+        ..opal_dispatch::DispatcherSettings::default()
+    })
 }
 
 /// Where the TLS files are, if HTTPS is on (clap makes `--tls-cert` and `--tls-key` come

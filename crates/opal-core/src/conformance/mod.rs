@@ -108,6 +108,7 @@ macro_rules! conformance_tests {
             ordered_keys_stay_blocked_across_restart,
             ordered_key_moves_on_after_dead_lettering,
             unordered_subscription_hands_out_a_key_at_once,
+            ack_of_an_ordered_key_wakes_a_waiting_pull,
         );
         $crate::__conformance_group!($harness; filter:
             filter_delivers_only_matching_messages,

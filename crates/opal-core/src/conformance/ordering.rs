@@ -232,3 +232,27 @@ pub async fn unordered_subscription_hands_out_a_key_at_once(h: &dyn Harness) {
     fx.publish(&t, batch).await;
     assert_eq!(sorted_texts(&fx.pull_all(&s).await), ["1", "2", "3"]);
 }
+
+/// A pull waiting on an ordered subscription wakes when an ack frees the key's next message,
+/// not when its wait runs out (the push dispatcher always waits so).
+pub async fn ack_of_an_ordered_key_wakes_a_waiting_pull(h: &dyn Harness) {
+    let fx = Fixture::new(h).await;
+    let t = fx.topic("t", 1).await;
+    let s = fx.subscribe("s", ordered(&t)).await;
+    fx.publish(
+        &t,
+        vec![message("a1").with_key("A"), message("a2").with_key("A")],
+    )
+    .await;
+    let first = fx.pull(&s, 10).await;
+    assert_eq!(texts(&first), ["a1"]);
+    let pending = fx.spawn_pull(&s, 10, Duration::from_secs(20));
+    settle_background().await;
+    assert!(!pending.is_finished(), "a2 waits for a1");
+    fx.broker()
+        .settle(&s, &[first[0].ack_id.clone()], crate::Settle::Ack)
+        .await
+        .expect("acked");
+    let got = pending.finish().await;
+    assert_eq!(texts(&got), ["a2"]);
+}

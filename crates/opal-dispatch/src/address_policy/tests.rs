@@ -419,3 +419,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_allowed_refuses_public_addresses_outside_the_list() {
+    let mut policy = AddressPolicy::parse_allow_list("127.0.0.0/8, ::1/128").unwrap();
+    policy.only_allowed = true;
+    assert!(policy.check(v4("127.0.0.1")).is_ok());
+    assert!(policy.check(v6("::1")).is_ok());
+    assert!(policy.check(v6("::ffff:127.0.0.1")).is_ok());
+    for public in ["93.184.216.34", "8.8.8.8"] {
+        let refusal = policy.check(v4(public)).unwrap_err();
+        assert_eq!(refusal.range, Range::NotAllowed, "{public}");
+    }
+    let refusal = policy.check(v6("2606:2800:220:1::1")).unwrap_err();
+    assert_eq!(refusal.range, Range::NotAllowed);
+    // Internal ranges keep their own, more telling names.
+    assert_eq!(
+        policy.check(v4("10.0.0.1")).unwrap_err().range,
+        Range::Private
+    );
+    // Without the flag the same public addresses pass.
+    policy.only_allowed = false;
+    assert!(policy.check(v4("8.8.8.8")).is_ok());
+}

@@ -21,6 +21,7 @@ pub(crate) mod keys;
 mod messages;
 pub(crate) mod pagination;
 pub(crate) mod publish_formats;
+pub(crate) mod push;
 mod revision;
 pub(crate) mod spec;
 pub(crate) mod subscription_settings;
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) admin_key_hash: [u8; 32],
     pub(crate) limits: Limits,
     pub(crate) max_body_bytes: usize,
+    /// Which addresses a push endpoint's URL may name.
+    pub(crate) push_policy: opal_dispatch::AddressPolicy,
     /// Cancelled when the server starts draining: long-polls end and `/readyz` turns 503.
     pub(crate) shutdown: CancellationToken,
 }
@@ -83,4 +86,5 @@ pub(crate) fn v1_router() -> Router<AppState> {
         .merge(apps::router())
         .merge(keys::router())
         .merge(audit::router())
+        .merge(push::router())
 }

@@ -49,6 +49,11 @@ pub(super) struct UpdateSubscription {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = super::subscriptions::filter_policy_schema)]
     filter: Option<Option<Value>>,
+    /// Changes the push endpoint (members left out keep their values; a pull subscription
+    /// needs `url`); `null` turns push off. Secrets rotate through `…/secret/rotate`.
+    #[serde(default, deserialize_with = "super::push::present")]
+    #[schema(value_type = Option<super::push::PushPatch>)]
+    push: Option<Option<super::push::PushPatch>>,
 }
 
 /// Tells a member given as `null` (`Some(None)`) from a member left out (`None`).
@@ -110,6 +115,8 @@ pub(super) async fn update_subscription(
         .as_deref()
         .map(|t| subscribable_topic(&state, &caller, t))
         .transpose()?;
+    let now = state.tenancy.clock.now();
+    let push_patch = body.push;
     let updated = update_at_revision(
         "subscription",
         name.as_str(),
@@ -146,6 +153,17 @@ pub(super) async fn update_subscription(
             }
             if let Some(f) = &filter {
                 config.filter = f.clone();
+            }
+            match &push_patch {
+                None => {}
+                Some(None) => config.push = None,
+                Some(Some(patch)) => {
+                    config.push = Some(patch.clone().apply(
+                        config.push.take(),
+                        now,
+                        &state.push_policy,
+                    )?);
+                }
             }
             config.validate(&state.limits)?;
             Ok(config)

@@ -74,6 +74,10 @@ struct CreateSubscription {
     /// Where a new subscription starts; ignored when it exists already. Default `"earliest"`.
     #[schema(schema_with = position_schema)]
     start: Option<Position>,
+    /// Makes it a push subscription: Opal POSTs each delivery to the endpoint, signed.
+    /// `ack_deadline_ms` then defaults to the attempt timeout plus 15 s and `max_deliveries`
+    /// to the length of the retry schedule.
+    push: Option<super::push::PushBody>,
 }
 
 /// `backoff`: members left out take their defaults.
@@ -218,6 +222,8 @@ pub(super) struct SubscriptionView {
     /// The filter in its canonical form, or `null`.
     #[schema(schema_with = filter_policy_schema)]
     filter: Option<Value>,
+    /// The push endpoint; `null` for a pull subscription.
+    push: Option<super::push::PushView>,
     #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
     /// Only on `GET`.
@@ -264,6 +270,7 @@ impl From<Subscription> for SubscriptionView {
             dead_letter_topic: config.dead_letter_topic.map(|t| t.to_string()),
             ordered: config.ordered,
             filter: config.filter.as_ref().map(Filter::to_json),
+            push: config.push.map(Into::into),
             created_at: s.created_at,
             stats: None,
         }
@@ -324,15 +331,26 @@ async fn create_subscription(
         .filter(|policy| !policy.is_null())
         .map(|policy| Filter::parse(&policy).map_err(|e| filter_problem(&policy, e)))
         .transpose()?;
+    let push = body
+        .push
+        .map(|p| p.into_config(&state.push_policy))
+        .transpose()?;
+    let default_deadline = push
+        .as_ref()
+        .map_or(SubscriptionConfig::DEFAULT_ACK_DEADLINE_MS, |p| {
+            p.timeout_ms + super::push::DEADLINE_MARGIN_MS
+        });
     let config = SubscriptionConfig {
-        ack_deadline_ms: body
-            .ack_deadline_ms
-            .unwrap_or(SubscriptionConfig::DEFAULT_ACK_DEADLINE_MS),
+        ack_deadline_ms: body.ack_deadline_ms.unwrap_or(default_deadline),
         backoff: body.backoff.map(Into::into).unwrap_or_default(),
-        max_deliveries: body.max_deliveries,
+        max_deliveries: body.max_deliveries.or_else(|| {
+            push.as_ref()
+                .map(|p| p.retry_schedule_ms.len().min(u32::MAX as usize) as u32)
+        }),
         dead_letter_topic,
         ordered: body.ordered.unwrap_or(false),
         filter,
+        push,
         ..SubscriptionConfig::new(topic)
     };
     config.validate(&state.limits)?;

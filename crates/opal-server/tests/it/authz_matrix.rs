@@ -341,6 +341,27 @@ fn table() -> Vec<Route> {
         )
         .body(|_| Some(json!({"max_messages": 10})))
         .changes(),
+        // Push endpoints.
+        route(
+            "GET",
+            "/v1/subscriptions/{subscription}/secret",
+            "/v1/subscriptions/{p}hooked/secret",
+            Manage,
+        ),
+        route(
+            "POST",
+            "/v1/subscriptions/{subscription}/secret/rotate",
+            "/v1/subscriptions/{p}hooked/secret/rotate",
+            Manage,
+        )
+        .body(|_| Some(json!({"overlap_ms": 60_000})))
+        .changes(),
+        route(
+            "GET",
+            "/v1/subscriptions/{subscription}/attempts",
+            "/v1/subscriptions/{p}hooked/attempts",
+            Read,
+        ),
         // Consuming.
         route(
             "POST",
@@ -841,6 +862,11 @@ impl Fixture {
         });
         server
             .ok(&manage, "PUT", "/v1/subscriptions/billing", Some(billing))
+            .await;
+        // Never called: the server runs no dispatcher, and the host is not resolved here.
+        let hooked = json!({"topic": "orders", "push": {"url": "https://hooks.example.com/in"}});
+        server
+            .ok(&manage, "PUT", "/v1/subscriptions/hooked", Some(hooked))
             .await;
         let inspect = json!({"topic": "orders.dead"});
         server

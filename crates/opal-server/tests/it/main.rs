@@ -13,6 +13,7 @@ mod manage;
 mod messages;
 mod openapi;
 mod publish_options;
+mod push;
 mod raw;
 mod serve;
 mod settle;

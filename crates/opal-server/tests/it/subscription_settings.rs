@@ -32,6 +32,7 @@ async fn every_setting_is_stored_shown_and_compared() {
     let mut expected = settings.clone();
     expected["name"] = json!("s");
     expected["revision"] = json!(1);
+    expected["push"] = json!(null);
     assert_eq!(without(&body, "created_at"), expected);
 
     // The same settings with another start position find the subscription: `start` is only

@@ -38,6 +38,7 @@ async fn create_is_201_then_200_then_409_and_reads_back() {
             "dead_letter_topic": null,
             "ordered": false,
             "filter": null,
+            "push": null,
         }),
         "every setting is shown, defaults included"
     );

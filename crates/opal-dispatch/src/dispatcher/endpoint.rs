@@ -1,0 +1,318 @@
+//! One push subscription's delivery loop: pull what the endpoint may take now (its in-flight
+//! bound, rate limit, circuit breaker and any `Retry-After` pause), POST each delivery, log the
+//! attempt, then ack or nack by the outcome. Endpoints run side by side, so a slow one delays
+//! nobody else.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use opal_core::{
+    AttemptStatus, BrokerError, Delivery, EndpointState, PushAttempt, PushConfig, Settle,
+    SubscriptionName,
+};
+use reqwest::Url;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::announce::Announcer;
+use super::recorder::Recorder;
+use super::request;
+use super::settler::Settler;
+use super::{Context, gate::Gate};
+use crate::outcome::Outcome;
+use crate::schedule::RetrySchedule;
+use crate::signing::SigningSecret;
+
+/// Longest long-poll of one pull: short enough to notice a changed configuration soon.
+const PULL_WAIT: Duration = Duration::from_secs(5);
+/// Wait after a failing pull (a broker error) before the next.
+const PULL_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// The loop of one endpoint.
+pub(crate) struct Endpoint {
+    pub(crate) name: SubscriptionName,
+    pub(crate) config: watch::Receiver<Arc<PushConfig>>,
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) stop: CancellationToken,
+}
+
+/// What an attempt needs, shared by the attempts of one endpoint.
+struct Shared {
+    name: SubscriptionName,
+    ctx: Arc<Context>,
+    gate: Mutex<Gate>,
+    settler: Settler,
+    recorder: Recorder,
+    announcer: Announcer,
+}
+
+impl Endpoint {
+    pub(crate) async fn run(mut self) {
+        let (settler, settling) = Settler::spawn(Arc::clone(&self.ctx.broker), self.name.clone());
+        let shared = Arc::new(Shared {
+            name: self.name.clone(),
+            ctx: Arc::clone(&self.ctx),
+            gate: Mutex::new(Gate::new(&self.ctx.settings, &self.config.borrow())),
+            settler,
+            recorder: self.ctx.recorder.clone(),
+            announcer: self.ctx.announcer.clone(),
+        });
+        let mut attempts = JoinSet::new();
+        let mut validated = false;
+        loop {
+            while attempts.try_join_next().is_some() {}
+            let config = Arc::clone(&self.config.borrow_and_update());
+            shared.gate().configure(&config);
+            if !matches!(config.state, EndpointState::Enabled) {
+                break;
+            }
+            let room = (config.max_in_flight as usize).saturating_sub(attempts.len());
+            if room == 0 {
+                tokio::select! {
+                    _ = attempts.join_next() => {}
+                    () = self.stop.cancelled() => break,
+                }
+                continue;
+            }
+            let permitted = shared.gate().permits(Instant::now(), room);
+            let count = match permitted {
+                Ok(count) => count,
+                Err(until) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        _ = attempts.join_next(), if !attempts.is_empty() => {}
+                        _ = self.config.changed() => {}
+                        () = self.stop.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            if config.validate && !validated {
+                validated = shared.validate(&config).await;
+                if !validated {
+                    continue;
+                }
+            }
+            // A changed configuration ends the wait (dropping a pull loses nothing), and the
+            // deliveries go out under the configuration current when they were pulled.
+            let pulled = tokio::select! {
+                pulled = self.ctx.broker.pull(&self.name, count, PULL_WAIT) => pulled,
+                _ = self.config.changed() => continue,
+                () = self.stop.cancelled() => break,
+            };
+            let config = Arc::clone(&self.config.borrow());
+            match pulled {
+                Ok(deliveries) => {
+                    shared.gate().took(Instant::now(), deliveries.len());
+                    for delivery in deliveries {
+                        let (shared, config) = (Arc::clone(&shared), Arc::clone(&config));
+                        attempts.spawn(async move { shared.attempt(&config, delivery).await });
+                    }
+                }
+                Err(BrokerError::SubscriptionNotFound(_) | BrokerError::ShuttingDown) => break,
+                Err(e) => {
+                    tracing::warn!(subscription = %self.name, error = %e, "push pull failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(PULL_ERROR_PAUSE) => {}
+                        () = self.stop.cancelled() => break,
+                    }
+                }
+            }
+        }
+        // Attempts under way finish (each is bounded by its timeout) and are settled; what is
+        // not pulled stays in the backlog for the next start.
+        while attempts.join_next().await.is_some() {}
+        drop(shared);
+        let _ = settling.await;
+    }
+}
+
+impl Shared {
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The CloudEvents webhook validation handshake; `false` waits (the breaker counts it as a
+    /// failure) and tries again.
+    async fn validate(&self, config: &PushConfig) -> bool {
+        let result = match Url::parse(&config.url) {
+            Ok(url) => {
+                self.ctx
+                    .client
+                    .validate_endpoint(
+                        &url,
+                        &self.ctx.settings.origin,
+                        config
+                            .rate_limit_per_s
+                            .and_then(|s| std::num::NonZeroU32::new(s.saturating_mul(60))),
+                        Duration::from_millis(config.timeout_ms),
+                    )
+                    .await
+            }
+            Err(e) => Err(crate::DispatchError::UrlRefused {
+                reason: e.to_string(),
+            }),
+        };
+        match result {
+            Ok(validation) => {
+                if let Some(crate::AllowedRate::PerMinute(per_minute)) = validation.allowed_rate {
+                    self.gate().limit_per_minute(per_minute.get());
+                }
+                true
+            }
+            Err(e) => {
+                tracing::info!(subscription = %self.name, error = %e, "endpoint validation failed");
+                self.gate().failure(Instant::now(), None);
+                false
+            }
+        }
+    }
+
+    async fn attempt(&self, config: &PushConfig, delivery: Delivery) {
+        let now = self.ctx.clock.now();
+        let secrets: Vec<SigningSecret> = config
+            .signing_secrets(now)
+            .filter_map(|s| SigningSecret::parse(&s.secret).ok())
+            .collect();
+        let prepared = request::prepare(config, &secrets, &delivery.message, delivery.attempt, now);
+        let started = Instant::now();
+        let result = match Url::parse(&config.url) {
+            Ok(url) => {
+                self.ctx
+                    .client
+                    .post(
+                        &url,
+                        prepared.headers,
+                        prepared.body,
+                        Duration::from_millis(config.timeout_ms),
+                    )
+                    .await
+            }
+            Err(e) => Err(crate::DispatchError::UrlRefused {
+                reason: e.to_string(),
+            }),
+        };
+        let latency = started.elapsed();
+        let outcome = Outcome::from_result(&result, now, self.ctx.settings.max_retry_after);
+        self.record(config, &delivery, now, latency, &result, outcome);
+        let at = Instant::now();
+        match outcome {
+            Outcome::Delivered => {
+                self.gate().success(at);
+                self.settler.ack(delivery.ack_id);
+                return;
+            }
+            Outcome::RetryAfter(wait) => self.gate().failure(at, Some(wait)),
+            _ => self.gate().failure(at, None),
+        }
+        let failing_for = self.gate().failing_too_long(at);
+        if outcome == Outcome::Gone {
+            self.disable(config, "the endpoint answered 410 Gone").await;
+        } else if let Some(since) = failing_for {
+            let reason = format!("every attempt failed for {}s", since.as_secs());
+            self.disable(config, &reason).await;
+        }
+        let schedule = RetrySchedule::new(
+            config
+                .retry_schedule_ms
+                .iter()
+                .map(|&ms| Duration::from_millis(ms))
+                .collect(),
+        )
+        .unwrap_or_default();
+        let mut delay = schedule
+            .delay_before(delivery.attempt + 1, rand::random::<f64>())
+            .unwrap_or_default();
+        if let Outcome::RetryAfter(wait) = outcome {
+            delay = delay.max(wait);
+        }
+        let nacked = self
+            .ctx
+            .broker
+            .settle(
+                &self.name,
+                std::slice::from_ref(&delivery.ack_id),
+                Settle::Nack { delay: Some(delay) },
+            )
+            .await;
+        if let Err(e) = nacked {
+            tracing::warn!(subscription = %self.name, error = %e, "could not nack a failed push; its lease will run out");
+        }
+    }
+
+    fn record(
+        &self,
+        config: &PushConfig,
+        delivery: &Delivery,
+        now: Timestamp,
+        latency: Duration,
+        result: &Result<crate::PushResponse, crate::DispatchError>,
+        outcome: Outcome,
+    ) {
+        let (status_code, response, error) = match result {
+            Ok(r) => (
+                Some(r.status.as_u16()),
+                String::from_utf8_lossy(&r.body).into_owned(),
+                None,
+            ),
+            Err(e) => (None, String::new(), Some(e.to_string())),
+        };
+        let attempt = PushAttempt {
+            id: Uuid::now_v7(),
+            message_id: delivery.message.id,
+            partition: delivery.message.partition,
+            offset: delivery.message.offset,
+            attempt: delivery.attempt,
+            at: now,
+            url: config.url.clone(),
+            status: if outcome.is_delivered() {
+                AttemptStatus::Succeeded
+            } else {
+                AttemptStatus::Failed
+            },
+            status_code,
+            latency_ms: latency.as_millis().min(u128::from(u64::MAX)) as u64,
+            response,
+            error,
+        };
+        self.recorder.record(&self.name, attempt);
+    }
+
+    /// Stores the endpoint as disabled (its loop then ends) and tells its owner.
+    async fn disable(&self, config: &PushConfig, reason: &str) {
+        let broker = &self.ctx.broker;
+        let Ok((subscription, _)) = broker.get_subscription(&self.name).await else {
+            return;
+        };
+        let mut updated = subscription.config.clone();
+        let Some(push) = updated.push.as_mut() else {
+            return;
+        };
+        if push.url != config.url || !matches!(push.state, EndpointState::Enabled) {
+            return;
+        }
+        push.state = EndpointState::Disabled {
+            at: self.ctx.clock.now(),
+            reason: reason.to_owned(),
+        };
+        match broker
+            .update_subscription(&self.name, updated, Some(subscription.revision))
+            .await
+        {
+            Ok(_) => {
+                tracing::warn!(subscription = %self.name, url = %config.url, reason, "push endpoint disabled");
+                self.announcer
+                    .endpoint_disabled(&self.name, &config.url, reason)
+                    .await;
+            }
+            Err(BrokerError::RevisionMismatch { .. }) => {}
+            Err(e) => {
+                tracing::warn!(subscription = %self.name, error = %e, "could not disable a push endpoint");
+            }
+        }
+    }
+}

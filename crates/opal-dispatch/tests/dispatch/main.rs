@@ -1,0 +1,6 @@
+//! The dispatcher against a real embedded broker and real HTTP receivers on loopback.
+
+mod delivery;
+mod failures;
+mod flow;
+mod support;
