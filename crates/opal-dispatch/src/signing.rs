@@ -8,7 +8,18 @@ use std::fmt;
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
+use base64::alphabet;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+
+/// Reads secrets the way the reference libraries do (Python's `b64decode`): padding optional,
+/// and unused bits of the last character ignored rather than refused.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng as _;
 use sha2::Sha256;
@@ -55,7 +66,7 @@ impl SigningSecret {
             .strip_prefix(SECRET_PREFIX)
             .ok_or(DispatchError::InvalidSecret("it must start with whsec_"))?;
         let key =
-            Zeroizing::new(STANDARD_PAD_INDIFFERENT.decode(encoded).map_err(|_| {
+            Zeroizing::new(LENIENT.decode(encoded).map_err(|_| {
                 DispatchError::InvalidSecret("the part after whsec_ is not base64")
             })?);
         Self::from_key(key)
@@ -232,6 +243,14 @@ mod tests {
         assert_eq!(padded.to_string(), SECRET_A);
         let header = signature_header(ID, TIMESTAMP, BODY.as_bytes(), &[unpadded]);
         assert_eq!(header, SIG_A);
+    }
+
+    #[test]
+    fn parse_ignores_unused_bits_of_the_last_character_like_the_reference_libraries() {
+        // 24 bytes and one more in "AB" (whose low bits "B" sets are unused).
+        let text = format!("whsec_{}AB==", "A".repeat(32));
+        let secret = SigningSecret::parse(&text).expect("lenient like Python's b64decode");
+        assert_eq!(secret.as_str(), format!("whsec_{}AA==", "A".repeat(32)));
     }
 
     #[test]

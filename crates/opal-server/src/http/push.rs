@@ -83,8 +83,10 @@ pub(super) struct PushBody {
     /// link-local address unless the operator allows it (`--push-allow-nets`).
     #[schema(max_length = 2048)]
     url: String,
-    /// `whsec_<base64 of 24 to 64 bytes>`; generated when left out (read it back with
-    /// `GET /v1/subscriptions/{subscription}/secret`).
+    /// `whsec_<base64 of 24 to 64 bytes>` (padding optional: 8 to 20 groups of four characters
+    /// and a tail, or 21 groups and at most one more byte); generated when left out (read it
+    /// back with `GET /v1/subscriptions/{subscription}/secret`).
+    #[schema(pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}(?:==)?)?)$")]
     secret: Option<String>,
     /// How long one attempt may take (default 15000).
     #[schema(minimum = 100, maximum = 60_000)]
@@ -335,11 +337,12 @@ fn secret_view(config: &PushConfig, now: Timestamp) -> SecretView {
     }
 }
 
+/// `409`: the request is fine, the subscription's state (pull, not push) does not allow it.
 fn not_push(name: &str) -> Problem {
-    Problem::invalid(vec![FieldError::parameter(
-        "subscription",
+    Problem::new(
+        crate::problem::ProblemKind::Conflict,
         format!("subscription {name} has no push endpoint"),
-    )])
+    )
 }
 
 /// The signing secrets of a push subscription (the owner's `manage` scope).
@@ -354,6 +357,7 @@ fn not_push(name: &str) -> Problem {
         (status = 200, description = "The current secret and those still signing beside it.", body = SecretView),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
     )
 )]
 async fn read_secret(
@@ -372,6 +376,7 @@ async fn read_secret(
 #[serde(deny_unknown_fields)]
 struct RotateSecret {
     /// The new secret (`whsec_…`); generated when left out.
+    #[schema(pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}(?:==)?)?)$")]
     secret: Option<String>,
     /// How long the current secret keeps signing beside the new one (default 86400000, a
     /// day; 0 stops it at once).
@@ -394,6 +399,7 @@ struct RotateSecret {
         (status = 200, description = "Rotated.", body = SecretView, headers(("ETag" = String, description = "The subscription's new revision."))),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
     )
@@ -476,8 +482,8 @@ async fn rotate_secret(
 struct AttemptsQuery {
     /// Only the attempts of this message.
     message_id: Option<Uuid>,
-    /// `succeeded` or `failed`.
-    status: Option<String>,
+    /// Only attempts that ended so.
+    status: Option<StatusParam>,
     /// Only attempts at or after this time (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
     since: Option<Timestamp>,
@@ -489,6 +495,16 @@ struct AttemptsQuery {
     /// Most attempts on the page (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+}
+
+/// `status` of an attempt.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum StatusParam {
+    /// A 2xx answer.
+    Succeeded,
+    /// Anything else.
+    Failed,
 }
 
 /// One HTTP attempt of a push delivery.
@@ -570,18 +586,10 @@ async fn list_attempts(
             format!("must be between 1 and {MAX_ATTEMPTS}"),
         )]));
     }
-    let status = query
-        .status
-        .as_deref()
-        .map(|s| {
-            AttemptStatus::parse(s).ok_or_else(|| {
-                Problem::invalid(vec![FieldError::parameter(
-                    "status",
-                    "must be `succeeded` or `failed`",
-                )])
-            })
-        })
-        .transpose()?;
+    let status = query.status.map(|s| match s {
+        StatusParam::Succeeded => AttemptStatus::Succeeded,
+        StatusParam::Failed => AttemptStatus::Failed,
+    });
     let attempts = state
         .broker
         .list_push_attempts(

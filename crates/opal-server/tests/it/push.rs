@@ -255,7 +255,7 @@ async fn patch_changes_disables_enables_and_removes_push() {
         .json();
     assert_eq!(patched["push"], json!(null));
     let response = app.get("/v1/subscriptions/s/secret").await;
-    response.problem(400, "invalid-request");
+    response.problem(409, "conflict");
 }
 
 #[tokio::test]

@@ -4,5 +4,6 @@ mod crash;
 mod encryption;
 mod lifecycle;
 mod publish_pull;
+mod push;
 mod support;
 mod tls;
