@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use crate::{
     AckId, AckOutcome, AppName, AttemptQuery, BrokerError, Delivery, Message, NewMessage,
     PublishResult, PushAttempt, Settle, StartPosition, Subscription, SubscriptionConfig,
-    SubscriptionName, SubscriptionStats, Topic, TopicConfig, TopicName, TopicStats,
+    SubscriptionName, SubscriptionStats, Task, Topic, TopicConfig, TopicName, TopicStats,
 };
+use uuid::Uuid;
 
 /// Whether a create call made something new or found it already there with the same settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +160,25 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         name: &SubscriptionName,
         query: AttemptQuery,
     ) -> Result<Vec<PushAttempt>, BrokerError>;
+
+    /// The messages behind live leases of `ack_ids`, in order; `None` for an id that is
+    /// malformed, expired or superseded. Changes nothing.
+    async fn leased_messages(
+        &self,
+        name: &SubscriptionName,
+        ack_ids: &[AckId],
+    ) -> Result<Vec<Option<Message>>, BrokerError>;
+
+    /// Stores a task, replacing the one with its id (durable on return). Backends create the
+    /// task of a message published with a callback, and move it to `in_progress` when it is
+    /// delivered and to `dead_lettered` (telling its callback) when it is dead-lettered.
+    async fn put_task(&self, task: Task) -> Result<(), BrokerError>;
+
+    /// The task of a message, unless it expired or never existed.
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>, BrokerError>;
+
+    /// Ended tasks whose callback has not been told yet, at most `limit`.
+    async fn tasks_owing_callbacks(&self, limit: usize) -> Result<Vec<Task>, BrokerError>;
 
     /// The SHA-256 of the bootstrap admin key, if one was stored.
     async fn admin_key_hash(&self) -> Result<Option<[u8; 32]>, BrokerError>;

@@ -94,6 +94,7 @@ pub async fn redrive(
                 encoding: message.encoding,
                 dedup_id: Some(dedup_id),
                 deliver_at: None,
+                callback: None,
             };
             broker.publish(&topic, vec![again]).await?;
             done.push(delivery.ack_id);

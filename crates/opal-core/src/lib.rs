@@ -17,8 +17,9 @@ mod limits;
 mod message;
 mod names;
 mod partition;
-mod push;
+pub mod push;
 mod subscription;
+pub mod task;
 pub mod tenancy;
 mod topic;
 
@@ -42,4 +43,5 @@ pub use subscription::{
     AckOutcome, AckRejection, Delivery, Settle, StartPosition, Subscription, SubscriptionConfig,
     SubscriptionStats,
 };
+pub use task::{Callback, Task, TaskResult, TaskState};
 pub use topic::{PartitionStats, Retention, RetentionPolicy, Topic, TopicConfig, TopicStats};

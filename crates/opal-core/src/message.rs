@@ -29,6 +29,8 @@ pub struct NewMessage {
     pub dedup_id: Option<String>,
     /// Invisible to every subscription until then.
     pub deliver_at: Option<Timestamp>,
+    /// Makes the message a task: its result goes there.
+    pub callback: Option<crate::Callback>,
 }
 
 impl NewMessage {
@@ -58,6 +60,9 @@ impl NewMessage {
                     format!("must be at most {} ms in the future", limits.max_delay_ms),
                 ));
             }
+        }
+        if let Some(callback) = &self.callback {
+            callback.validate(&at("callback"))?;
         }
         if self.data.len() > limits.max_message_bytes {
             return Err(BrokerError::invalid(
@@ -143,6 +148,8 @@ pub struct Message {
     pub publish_time: Timestamp,
     /// When a delayed message became visible.
     pub deliver_at: Option<Timestamp>,
+    /// Where a task's result goes (a task is a message with a callback).
+    pub callback: Option<crate::Callback>,
 }
 
 /// The receipt of one delivery; a consumer hands it back to ack. Opaque to clients.
@@ -167,6 +174,7 @@ mod tests {
             encoding: DataEncoding::Json,
             dedup_id: None,
             deliver_at: None,
+            callback: None,
         }
     }
 
@@ -225,6 +233,7 @@ mod schedule_tests {
                 Timestamp::from_millisecond(now.as_millisecond() + limits.max_delay_ms as i64)
                     .unwrap(),
             ),
+            callback: None,
         };
         assert!(m.validate(0, &limits, now).is_ok());
         m.deliver_at = Some(

@@ -87,6 +87,9 @@ pub struct PushConfig {
     /// Run the CloudEvents webhook validation handshake (`OPTIONS`) before the first delivery.
     pub validate: bool,
     pub state: EndpointState,
+    /// Send each message to the URL in this attribute instead of `url` (the internal
+    /// subscription that delivers task results to their callback URLs).
+    pub url_attribute: Option<String>,
 }
 
 impl PushConfig {
@@ -130,6 +133,7 @@ impl PushConfig {
             retry_schedule_ms: Self::DEFAULT_SCHEDULE_MS.to_vec(),
             validate: false,
             state: EndpointState::Enabled,
+            url_attribute: None,
         }
     }
 
@@ -246,6 +250,16 @@ impl PushConfig {
         }
         Ok(())
     }
+}
+
+/// A fresh signing secret: `whsec_` and the base64 of 32 random bytes.
+pub fn generate_secret() -> String {
+    use base64::Engine as _;
+    let key: [u8; 32] = rand::random();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
 }
 
 /// How one push attempt ended.

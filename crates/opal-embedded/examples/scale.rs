@@ -161,6 +161,7 @@ fn message(deliver_at: Option<Timestamp>, payload: &Bytes) -> NewMessage {
         encoding: DataEncoding::Binary,
         dedup_id: None,
         deliver_at,
+        callback: None,
     }
 }
 

@@ -448,6 +448,32 @@ impl Broker for EmbeddedBroker {
         self.inner.subscription_changes.subscribe()
     }
 
+    async fn leased_messages(
+        &self,
+        name: &SubscriptionName,
+        ack_ids: &[AckId],
+    ) -> Result<Vec<Option<Message>>, BrokerError> {
+        self.messages_of_leases(name, ack_ids).await
+    }
+
+    async fn put_task(&self, task: opal_core::Task) -> Result<(), BrokerError> {
+        self.check_open()?;
+        Ok(self.store_tasks(vec![task], true).await?)
+    }
+
+    async fn get_task(&self, id: uuid::Uuid) -> Result<Option<opal_core::Task>, BrokerError> {
+        self.check_open()?;
+        Ok(self.load_task(id).await?)
+    }
+
+    async fn tasks_owing_callbacks(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<opal_core::Task>, BrokerError> {
+        self.check_open()?;
+        Ok(self.load_tasks_owing(limit).await?)
+    }
+
     async fn record_push_attempts(
         &self,
         name: &SubscriptionName,

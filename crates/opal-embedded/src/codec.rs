@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use jiff::Timestamp;
-use opal_core::{DataEncoding, Message, NewMessage, TopicName};
+use opal_core::{Callback, DataEncoding, Message, NewMessage, TopicName};
 use opal_log::{Record, StoredRecord};
 use uuid::Uuid;
 
@@ -16,6 +16,26 @@ use crate::EmbeddedError;
 const ID: &str = ":id";
 const ENCODING: &str = ":enc";
 const DELIVER_AT: &str = ":at";
+/// A task's callback: `u` or `t`, then the URL or the topic.
+const CALLBACK: &str = ":cb";
+
+fn callback_header(callback: &Callback) -> Bytes {
+    let (kind, value) = match callback {
+        Callback::Url(url) => ('u', url.as_str()),
+        Callback::Topic(topic) => ('t', topic.as_str()),
+    };
+    Bytes::from(format!("{kind}{value}"))
+}
+
+fn callback_of(value: &[u8]) -> Option<Callback> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (kind, rest) = text.split_at_checked(1)?;
+    match kind {
+        "u" => Some(Callback::Url(rest.to_owned())),
+        "t" => TopicName::new(rest).ok().map(Callback::Topic),
+        _ => None,
+    }
+}
 
 /// The record of a message; `deliver_at` is set on delayed messages when they become due.
 pub(crate) fn to_record(message: NewMessage, id: Uuid, timestamp_ms: i64) -> Record {
@@ -32,6 +52,9 @@ pub(crate) fn to_record(message: NewMessage, id: Uuid, timestamp_ms: i64) -> Rec
         DataEncoding::Binary => b"binary",
     };
     headers.push((ENCODING.to_owned(), Bytes::from_static(encoding)));
+    if let Some(callback) = &message.callback {
+        headers.push((CALLBACK.to_owned(), callback_header(callback)));
+    }
     headers.extend(
         message
             .attributes
@@ -61,6 +84,7 @@ pub(crate) fn to_message(
     let mut id = None;
     let mut encoding = DataEncoding::Binary;
     let mut deliver_at = None;
+    let mut callback = None;
     let mut attributes = BTreeMap::new();
     for (name, value) in record.headers {
         match name.as_str() {
@@ -73,6 +97,9 @@ pub(crate) fn to_message(
                     Timestamp::from_millisecond(i64::from_be_bytes(ms))
                         .map_err(|_| corrupt("deliver_at out of range"))?,
                 );
+            }
+            CALLBACK => {
+                callback = Some(callback_of(&value).ok_or_else(|| corrupt("bad callback"))?)
             }
             ENCODING => {
                 encoding = match &value[..] {
@@ -103,6 +130,7 @@ pub(crate) fn to_message(
         publish_time: Timestamp::from_millisecond(record.timestamp_ms)
             .map_err(|_| corrupt("timestamp out of range"))?,
         deliver_at,
+        callback,
     })
 }
 
@@ -120,6 +148,7 @@ mod tests {
             encoding: DataEncoding::Json,
             dedup_id: None,
             deliver_at: Some(Timestamp::from_millisecond(1_700_000_001_000).unwrap()),
+            callback: Some(Callback::Url("https://hooks.example.com/done?x=1".into())),
         };
         let id = Uuid::now_v7();
         let record = to_record(new.clone(), id, 1_700_000_000_123);

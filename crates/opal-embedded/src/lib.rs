@@ -19,6 +19,7 @@ mod sealing;
 mod settle;
 mod stats;
 mod subscription;
+mod tasks;
 mod tenancy_store;
 mod topic;
 

@@ -100,6 +100,8 @@ pub(crate) struct PushRow {
     pub(crate) validate: bool,
     /// `(disabled_at_ms, reason)` while disabled.
     pub(crate) disabled: Option<(i64, String)>,
+    #[serde(default)]
+    pub(crate) url_attribute: Option<String>,
 }
 
 /// A failed delivery waiting for its next attempt, as stored.
@@ -122,6 +124,9 @@ pub(crate) struct DelayedRow {
     pub(crate) publish_ms: i64,
     #[serde(default)]
     pub(crate) payload_len: u64,
+    /// A task's callback: `("url", url)` or `("topic", name)`.
+    #[serde(default)]
+    pub(crate) callback: Option<(String, String)>,
 }
 
 /// A remembered dedup id.
@@ -225,6 +230,7 @@ impl MetaStore {
             txn.open_table(DEDUP_EXPIRY)?;
             crate::tenancy_store::open_tables(txn)?;
             crate::push_attempts::open_tables(txn)?;
+            crate::tasks::open_tables(txn)?;
             let mut settings = txn.open_table(SETTINGS)?;
             let found = settings.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
             match found {

@@ -58,6 +58,8 @@ impl EmbeddedBroker {
         let mut delayed = Vec::new();
         let mut first_in_batch: HashMap<String, usize> = HashMap::new();
         let mut new_dedup_ids: Vec<(usize, String)> = Vec::new();
+        let callbacks: Vec<Option<opal_core::Callback>> =
+            messages.iter().map(|m| m.callback.clone()).collect();
         for (index, mut message) in messages.into_iter().enumerate() {
             if let Some(dedup_id) = message.dedup_id.take() {
                 if let Some(&first) = first_in_batch.get(&dedup_id) {
@@ -208,6 +210,19 @@ impl EmbeddedBroker {
                 }
             }
         }
+        // Tasks exist from their publish on (durable before the answer, like the message).
+        let tasks: Vec<opal_core::Task> = fates
+            .iter()
+            .zip(&results)
+            .zip(callbacks)
+            .filter(|((fate, _), _)| matches!(fate, Fate::Append(_) | Fate::Delay { .. }))
+            .filter_map(|((_, result), callback)| {
+                callback.map(|c| {
+                    opal_core::Task::published(result.id, topic_name.clone(), Some(c), now)
+                })
+            })
+            .collect();
+        self.store_tasks(tasks, true).await?;
         topic.count_published(stored, stored_bytes);
         Ok(results)
     }
@@ -222,6 +237,10 @@ fn delayed_row(partition: u32, message: NewMessage, now_ms: i64) -> DelayedRow {
         json: message.encoding == DataEncoding::Json,
         publish_ms: now_ms,
         payload_len: message.data.len() as u64,
+        callback: message.callback.map(|c| match c {
+            opal_core::Callback::Url(url) => ("url".to_owned(), url),
+            opal_core::Callback::Topic(topic) => ("topic".to_owned(), topic.to_string()),
+        }),
     }
 }
 
@@ -244,6 +263,15 @@ pub(crate) fn due_message(
         },
         dedup_id: None,
         deliver_at: jiff::Timestamp::from_millisecond(due_ms).ok(),
+        callback: match row.callback {
+            None => None,
+            Some((kind, url)) if kind == "url" => Some(opal_core::Callback::Url(url)),
+            Some((_, topic)) => Some(opal_core::Callback::Topic(
+                opal_core::TopicName::new(topic).map_err(|e| {
+                    crate::EmbeddedError::CorruptMeta(format!("delayed callback: {e}"))
+                })?,
+            )),
+        },
     })
 }
 
@@ -266,6 +294,7 @@ mod crash_window_tests {
             encoding: DataEncoding::Binary,
             dedup_id: Some(dedup_id.to_owned()),
             deliver_at: None,
+            callback: None,
         }
     }
 

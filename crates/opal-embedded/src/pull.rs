@@ -45,6 +45,9 @@ impl EmbeddedBroker {
             let (deliveries, next_wake) = self.try_pull(&sub, max).await?;
             let now = clock.now_ms();
             if !deliveries.is_empty() || now >= give_up || self.check_open().is_err() {
+                if deliveries.iter().any(|d| d.message.callback.is_some()) {
+                    self.tasks_delivered(&deliveries).await;
+                }
                 return Ok(deliveries);
             }
             let due = sub.topic.next_due_ms.load(Ordering::Acquire);
@@ -222,13 +225,22 @@ impl EmbeddedBroker {
         dead: Vec<(u32, u64, Lease)>,
     ) -> Result<(), EmbeddedError> {
         let now = self.inner.clock.now_ms();
-        if let Some(dlt) = &sub.settings().dead_letter {
-            let mut letters = Vec::new();
-            for (partition, offset, lease) in &dead {
-                if let Some(message) = sub.topic.read_one(*partition, *offset)? {
-                    letters.push(dead_letter_message(sub, message, lease.attempt));
+        let mut tasks = (Vec::new(), Vec::new());
+        let mut messages = Vec::new();
+        for (partition, offset, lease) in &dead {
+            if let Some(message) = sub.topic.read_one(*partition, *offset)? {
+                if message.callback.is_some() {
+                    tasks.0.push(message.clone());
+                    tasks.1.push(lease.attempt);
                 }
+                messages.push((message, lease.attempt));
             }
+        }
+        if let Some(dlt) = &sub.settings().dead_letter {
+            let letters: Vec<_> = messages
+                .into_iter()
+                .map(|(message, attempt)| dead_letter_message(sub, message, attempt))
+                .collect();
             if !letters.is_empty() {
                 let letters: Vec<_> = letters
                     .into_iter()
@@ -265,6 +277,9 @@ impl EmbeddedBroker {
         }
         Counters::add(&sub.counters.dead_lettered, count);
         tracing::info!(subscription = sub.name(), count, "dead-lettered");
+        if !tasks.0.is_empty() {
+            self.tasks_dead_lettered(tasks.0, tasks.1).await?;
+        }
         Ok(())
     }
 
@@ -385,5 +400,6 @@ fn dead_letter_message(
         encoding: message.encoding,
         dedup_id: None,
         deliver_at: None,
+        callback: None,
     }
 }

@@ -93,6 +93,7 @@ fn push_row(p: &PushConfig) -> PushRow {
             EndpointState::Enabled => None,
             EndpointState::Disabled { at, reason } => Some((at.as_millisecond(), reason.clone())),
         },
+        url_attribute: p.url_attribute.clone(),
     }
 }
 
@@ -125,6 +126,7 @@ fn push_from_row(row: PushRow) -> Result<PushConfig, EmbeddedError> {
                 reason,
             },
         },
+        url_attribute: row.url_attribute,
     })
 }
 

@@ -10,6 +10,35 @@ use crate::cursor::{AckPlan, LeaseCheck, Retry};
 use crate::subscription::Counters;
 
 impl EmbeddedBroker {
+    /// The messages behind live leases, for acks that carry results.
+    pub(crate) async fn messages_of_leases(
+        &self,
+        name: &SubscriptionName,
+        ack_ids: &[AckId],
+    ) -> Result<Vec<Option<opal_core::Message>>, BrokerError> {
+        self.check_open()?;
+        let sub = self.subscription(name)?;
+        let partitions = sub.topic.partitions();
+        let state = sub.state.lock().await;
+        let now = self.inner.clock.now_ms();
+        let mut out = Vec::with_capacity(ack_ids.len());
+        for id in ack_ids {
+            let live = Receipt::decode(id)
+                .filter(|r| r.partition < partitions && state.is_current(r.token))
+                .filter(|r| {
+                    matches!(
+                        state.cursors[r.partition as usize].check_lease(r.offset, r.token, now),
+                        LeaseCheck::Live
+                    )
+                });
+            out.push(match live {
+                Some(r) => sub.topic.read_one(r.partition, r.offset)?,
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn settle_deliveries(
         &self,
         name: &SubscriptionName,

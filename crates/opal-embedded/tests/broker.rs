@@ -18,6 +18,7 @@ fn message(i: usize, key: Option<&str>) -> NewMessage {
         encoding: DataEncoding::Binary,
         dedup_id: None,
         deliver_at: None,
+        callback: None,
     }
 }
 

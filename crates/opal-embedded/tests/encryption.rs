@@ -39,6 +39,7 @@ fn message(data: &str, key: &str, dedup_id: Option<&str>, at: Option<Timestamp>)
         encoding: DataEncoding::Binary,
         dedup_id: dedup_id.map(str::to_owned),
         deliver_at: at,
+        callback: None,
     }
 }
 

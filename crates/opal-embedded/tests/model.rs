@@ -533,6 +533,7 @@ impl Run {
                 encoding: DataEncoding::Binary,
                 dedup_id: None,
                 deliver_at: None,
+                callback: None,
             })
             .collect();
         let results = bounded("publish", self.sut.broker().publish(&self.sut.topic, batch)).await?;

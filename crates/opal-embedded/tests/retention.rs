@@ -30,6 +30,7 @@ fn message() -> NewMessage {
         encoding: DataEncoding::Binary,
         dedup_id: None,
         deliver_at: None,
+        callback: None,
     }
 }
 

@@ -57,6 +57,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         crate::http::push::read_secret,
         crate::http::push::rotate_secret,
         crate::http::push::list_attempts,
+        crate::http::tasks::read_task,
         crate::http::events::events,
         crate::http::ws::open,
         crate::http::grants::create_grant,
@@ -98,10 +99,17 @@ use crate::problem::{PROBLEM_JSON, Problem};
         (name = "subscriptions", description = "Named cursors over a topic, with ack state."),
         (name = "consuming", description = "Pull, settle, seek, redrive and stream deliveries."),
         (name = "apps", description = "Apps (tenants), their API keys, and the audit trail."),
+        (name = "tasks", description = "Messages published with a callback, and their results."),
         (name = "push", description = "Push subscriptions: signing secrets and the attempt log."),
     )
 )]
 struct ApiDoc;
+
+/// A callback or push URL as the document describes it: http(s), a host name whose last label
+/// starts with a letter (an IP literal would be refused unless the operator allows its network,
+/// so the document leaves them out), an optional port and path. The server accepts more (IP
+/// literals in allowed networks); what it refuses gets a `400`.
+pub(crate) const CALLBACK_URL_PATTERN: &str = "^[hH][tT][tT][pP][sS]?://(?:[A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}))?(?:[/?#][!-~]*)?$";
 
 /// The document as served: built once, then the same bytes every time.
 pub(crate) fn document() -> &'static str {

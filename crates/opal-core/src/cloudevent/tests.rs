@@ -34,6 +34,7 @@ fn message(
         encoding,
         publish_time: "2025-11-27T13:32:05.123Z".parse().unwrap(),
         deliver_at: None,
+        callback: None,
     }
 }
 

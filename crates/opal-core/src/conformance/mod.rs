@@ -36,6 +36,7 @@ pub mod retention;
 pub mod seek;
 pub mod stats;
 pub mod support;
+pub mod tasks;
 
 pub use support::{Fixture, Harness};
 
@@ -161,6 +162,13 @@ macro_rules! conformance_tests {
             attempts_go_with_their_subscription,
             subscription_changes_are_announced,
         );
+        $crate::__conformance_group!($harness; tasks:
+            a_task_is_followed_from_publish_to_result,
+            a_stale_ack_stores_no_result,
+            a_dead_lettered_task_tells_its_callback,
+            owed_callbacks_are_told_after_a_restart,
+            a_delayed_task_keeps_its_callback,
+        );
     };
 }
 
@@ -206,6 +214,7 @@ mod tests {
             ("restart", include_str!("restart.rs")),
             ("manage", include_str!("manage.rs")),
             ("push", include_str!("push.rs")),
+            ("tasks", include_str!("tasks.rs")),
         ];
         let this = include_str!("mod.rs");
         let listed = this

@@ -173,6 +173,7 @@ fn full_push_config() -> PushConfig {
             at: rotated_out,
             reason: "410 Gone".into(),
         },
+        url_attribute: Some("opal.callback.url".into()),
     }
 }
 

@@ -88,6 +88,7 @@ pub fn message(data: &str) -> NewMessage {
         encoding: DataEncoding::Binary,
         dedup_id: None,
         deliver_at: None,
+        callback: None,
     }
 }
 

@@ -62,6 +62,7 @@ impl Announcer {
             encoding: DataEncoding::Json,
             dedup_id: None,
             deliver_at: None,
+            callback: None,
         };
         if let Err(e) = self.publish(&topic, message).await {
             tracing::warn!(topic = %topic, error = %e, "could not publish an operational event");

@@ -179,13 +179,23 @@ impl Shared {
             .filter_map(|s| SigningSecret::parse(&s.secret).ok())
             .collect();
         let prepared = request::prepare(config, &secrets, &delivery.message, delivery.attempt, now);
+        let url = match &config.url_attribute {
+            // Task callbacks: each message names its own URL.
+            Some(name) => delivery
+                .message
+                .attributes
+                .get(name)
+                .cloned()
+                .unwrap_or_default(),
+            None => config.url.clone(),
+        };
         let started = Instant::now();
-        let result = match Url::parse(&config.url) {
-            Ok(url) => {
+        let result = match Url::parse(&url) {
+            Ok(parsed) => {
                 self.ctx
                     .client
                     .post(
-                        &url,
+                        &parsed,
                         prepared.headers,
                         prepared.body,
                         Duration::from_millis(config.timeout_ms),
@@ -193,19 +203,27 @@ impl Shared {
                     .await
             }
             Err(e) => Err(crate::DispatchError::UrlRefused {
-                reason: e.to_string(),
+                reason: format!("{url:?} is not a URL: {e}"),
             }),
         };
         let latency = started.elapsed();
         let outcome = Outcome::from_result(&result, now, self.ctx.settings.max_retry_after);
-        self.record(config, &delivery, now, latency, &result, outcome);
+        self.record(&url, &delivery, now, latency, &result, outcome);
         let at = Instant::now();
+        let per_message = config.url_attribute.is_some();
         match outcome {
             Outcome::Delivered => {
                 self.gate().success(at);
                 self.settler.ack(delivery.ack_id);
                 return;
             }
+            // One callback URL asking to be left alone says nothing about the others.
+            Outcome::Gone if per_message => {
+                self.settler.ack(delivery.ack_id);
+                return;
+            }
+            // Every URL of a callback route is its own endpoint: no shared breaker or pause.
+            _ if per_message => {}
             Outcome::RetryAfter(wait) => self.gate().failure(at, Some(wait)),
             _ => self.gate().failure(at, None),
         }
@@ -246,7 +264,7 @@ impl Shared {
 
     fn record(
         &self,
-        config: &PushConfig,
+        url: &str,
         delivery: &Delivery,
         now: Timestamp,
         latency: Duration,
@@ -268,7 +286,7 @@ impl Shared {
             offset: delivery.message.offset,
             attempt: delivery.attempt,
             at: now,
-            url: config.url.clone(),
+            url: url.to_owned(),
             status: if outcome.is_delivered() {
                 AttemptStatus::Succeeded
             } else {

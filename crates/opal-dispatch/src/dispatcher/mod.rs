@@ -121,6 +121,12 @@ struct Running {
 }
 
 async fn supervise(ctx: Arc<Context>, shutdown: CancellationToken) {
+    // Callbacks a crash left untold (the task ended, its callback message was not sent yet).
+    match opal_core::task::tell_owed_callbacks(ctx.broker.as_ref()).await {
+        Ok(0) => {}
+        Ok(told) => tracing::info!(told, "told task callbacks owed from before the restart"),
+        Err(e) => tracing::warn!(error = %e, "could not tell owed task callbacks"),
+    }
     let mut changes = ctx.broker.watch_subscriptions();
     let mut running: HashMap<SubscriptionName, Running> = HashMap::new();
     loop {

@@ -127,6 +127,7 @@ mod tests {
             encoding,
             publish_time: "2026-11-27T10:00:00Z".parse().unwrap(),
             deliver_at: None,
+            callback: None,
         }
     }
 

@@ -4,3 +4,4 @@ mod delivery;
 mod failures;
 mod flow;
 mod support;
+mod tasks;

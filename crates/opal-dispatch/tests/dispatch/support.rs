@@ -296,5 +296,6 @@ pub(crate) fn text(data: &str) -> NewMessage {
         encoding: opal_core::DataEncoding::Binary,
         dedup_id: None,
         deliver_at: None,
+        callback: None,
     }
 }

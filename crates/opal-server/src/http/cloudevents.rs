@@ -211,6 +211,7 @@ impl Event {
             encoding,
             dedup_id: Some(dedup_id),
             deliver_at: None,
+            callback: None,
         };
         match message.validate(0, limits, now) {
             Ok(()) => Ok(message),
@@ -834,6 +835,7 @@ mod tests {
             encoding: message.encoding,
             publish_time: "2025-11-27T13:32:05.123Z".parse().unwrap(),
             deliver_at: None,
+            callback: None,
         }
     }
 

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use jiff::Timestamp;
-use opal_core::{BrokerError, DataEncoding, Limits, Message, NewMessage, PublishResult};
+use opal_core::{BrokerError, Callback, DataEncoding, Limits, Message, NewMessage, PublishResult};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -58,6 +58,17 @@ pub(super) struct PublishMessage {
     /// Invisible to subscriptions until then (exclusive with `delay_ms`).
     #[serde(default)]
     deliver_at: Option<Timestamp>,
+    /// Makes the message a task: where its result goes.
+    #[serde(default)]
+    callback: Option<CallbackBody>,
+}
+
+/// `callback`: exactly one of `url` and `topic`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CallbackBody {
+    url: Option<String>,
+    topic: Option<String>,
 }
 
 /// Written as JSON Schema: the members exclude each other in pairs, which derives cannot say.
@@ -105,6 +116,26 @@ impl utoipa::PartialSchema for PublishMessage {
                     "format": "date-time",
                     "description": "Invisible to subscriptions until then (at most 30 days ahead; \
                                     a past time means now)."
+                },
+                "callback": {
+                    "description": "Makes the message a task: a consumer acks it with a result, \
+                                    which goes to this URL (a signed POST) or topic (a message \
+                                    with the task's id as `correlation_id`).",
+                    "oneOf": [
+                        {"type": "null"},
+                        {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "required": ["url"],
+                            "properties": {"url": {"type": "string", "maxLength": 2048, "pattern": crate::openapi::CALLBACK_URL_PATTERN}}
+                        },
+                        {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "required": ["topic"],
+                            "properties": {"topic": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$"}}
+                        }
+                    ]
                 }
             },
             "oneOf": [
@@ -173,12 +204,23 @@ pub(super) async fn publish(
     // The broker keeps its own clock for when messages become visible; a delay only needs a
     // starting point, and the wall clock is as good as any.
     let now = Timestamp::now();
-    let mut messages = to_new_messages(request, idempotency_key.as_deref(), now, &state)?;
+    let mut messages = to_new_messages(request, idempotency_key.as_deref(), now, &state, &caller)?;
+    check_reply_topics(&state, &messages).await?;
     trace.apply_to_batch(&mut messages, &state.limits, |i| {
         format!("/messages/{i}/attributes")
     })?;
     let deliver_at: Vec<Option<Timestamp>> = messages.iter().map(|m| m.deliver_at).collect();
     admit(&state, &caller, &messages).await?;
+    if messages
+        .iter()
+        .any(|m| matches!(m.callback, Some(Callback::Url(_))))
+    {
+        let app = topic
+            .app()
+            .and_then(|a| opal_core::AppName::new(a).ok())
+            .unwrap_or_else(opal_core::AppName::default_app);
+        opal_core::task::ensure_callback_route(state.broker.as_ref(), &app).await?;
+    }
     let results = state.broker.publish(&topic, messages).await?;
     Ok(JsonResponse(PublishResponse {
         results: results
@@ -271,7 +313,9 @@ fn to_new_messages(
     idempotency_key: Option<&str>,
     now: Timestamp,
     state: &AppState,
+    caller: &Caller,
 ) -> Result<Vec<NewMessage>, Problem> {
+    let resolve = |index: usize, body: CallbackBody| callback(index, body, state, caller);
     let limits = &state.limits;
     let count = request.messages.len();
     if count == 0 || count > limits.max_batch_messages {
@@ -295,7 +339,7 @@ fn to_new_messages(
     let mut errors = Vec::new();
     let mut messages = Vec::with_capacity(count);
     for (index, message) in request.messages.into_iter().enumerate() {
-        match to_new_message(index, message, idempotency_key, now, limits)
+        match to_new_message(index, message, idempotency_key, now, limits, &resolve)
             .and_then(|(m, origin)| validate(index, m, origin, now, limits))
         {
             Ok(message) => messages.push(message),
@@ -304,6 +348,52 @@ fn to_new_messages(
     }
     if errors.is_empty() {
         Ok(messages)
+    } else {
+        Err(Problem::invalid(errors))
+    }
+}
+
+/// A task's callback as stored: a URL the SSRF guard does not refuse outright, or one of the
+/// caller's topics (checked to exist by [`check_reply_topics`]).
+fn callback(
+    index: usize,
+    body: CallbackBody,
+    state: &AppState,
+    caller: &Caller,
+) -> Result<Callback, FieldError> {
+    let at = |member: &str| format!("/messages/{index}/callback{member}");
+    match (body.url, body.topic) {
+        (Some(url), None) => {
+            opal_dispatch::check_callback_url(&state.push_policy, &url)
+                .map_err(|e| FieldError::at(at("/url"), e.to_string()))?;
+            Ok(Callback::Url(url))
+        }
+        (None, Some(topic)) => caller
+            .topic(&topic)
+            .map(Callback::Topic)
+            .map_err(|_| FieldError::at(at("/topic"), "is not a topic name of yours")),
+        _ => Err(FieldError::at(
+            at(""),
+            "give exactly one of `url` and `topic`",
+        )),
+    }
+}
+
+/// Reply topics must exist when the task is published, not only when its result comes.
+async fn check_reply_topics(state: &AppState, messages: &[NewMessage]) -> Result<(), Problem> {
+    let mut errors = Vec::new();
+    for (index, message) in messages.iter().enumerate() {
+        if let Some(Callback::Topic(topic)) = &message.callback
+            && state.broker.get_topic(topic).await.is_err()
+        {
+            errors.push(FieldError::at(
+                format!("/messages/{index}/callback/topic"),
+                "no such topic",
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
     } else {
         Err(Problem::invalid(errors))
     }
@@ -323,8 +413,13 @@ fn to_new_message(
     idempotency_key: Option<&str>,
     now: Timestamp,
     limits: &Limits,
+    resolve_callback: &dyn Fn(usize, CallbackBody) -> Result<Callback, FieldError>,
 ) -> Result<(NewMessage, Origin), FieldError> {
     let mut origin = Origin::default();
+    let callback = message
+        .callback
+        .map(|body| resolve_callback(index, body))
+        .transpose()?;
     let (data, encoding) = match (message.data, message.data_base64) {
         (Some(json), None) => (
             Bytes::from(String::from(Box::<str>::from(json))),
@@ -404,6 +499,7 @@ fn to_new_message(
         encoding,
         dedup_id,
         deliver_at,
+        callback,
     };
     Ok((message, origin))
 }

@@ -26,6 +26,7 @@ mod revision;
 pub(crate) mod spec;
 pub(crate) mod subscription_settings;
 pub(crate) mod subscriptions;
+pub(crate) mod tasks;
 pub(crate) mod topics;
 mod trace_context;
 pub(crate) mod ws;
@@ -87,4 +88,5 @@ pub(crate) fn v1_router() -> Router<AppState> {
         .merge(keys::router())
         .merge(audit::router())
         .merge(push::router())
+        .merge(tasks::router())
 }

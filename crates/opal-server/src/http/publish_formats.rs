@@ -415,6 +415,7 @@ fn raw_message(
         encoding: DataEncoding::Binary,
         dedup_id,
         deliver_at,
+        callback: None,
     };
     Ok((message, origins))
 }

@@ -82,11 +82,16 @@ pub(super) struct PushBody {
     /// `https://…` (or `http://`); its host must not resolve to a loopback, private or
     /// link-local address unless the operator allows it (`--push-allow-nets`).
     #[schema(max_length = 2048)]
+    #[schema(
+        pattern = "^[hH][tT][tT][pP][sS]?://(?:[A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}))?(?:[/?#][!-~]*)?$"
+    )]
     url: String,
     /// `whsec_<base64 of 24 to 64 bytes>` (padding optional: 8 to 20 groups of four characters
     /// and a tail, or 21 groups and at most one more byte); generated when left out (read it
     /// back with `GET /v1/subscriptions/{subscription}/secret`).
-    #[schema(pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}(?:==)?)?)$")]
+    #[schema(
+        pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}(?:==)?)?)$"
+    )]
     secret: Option<String>,
     /// How long one attempt may take (default 15000).
     #[schema(minimum = 100, maximum = 60_000)]
@@ -156,6 +161,9 @@ impl PushBody {
 pub(super) struct PushPatch {
     /// Needed when the subscription had no push endpoint.
     #[schema(max_length = 2048)]
+    #[schema(
+        pattern = "^[hH][tT][tT][pP][sS]?://(?:[A-Za-z0-9-]+\\.)*[A-Za-z][A-Za-z0-9-]*(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}))?(?:[/?#][!-~]*)?$"
+    )]
     url: Option<String>,
     #[schema(minimum = 100, maximum = 60_000)]
     #[serde(default, deserialize_with = "crate::json::whole::optional")]
@@ -282,6 +290,9 @@ pub(super) struct PushView {
     #[schema(value_type = Option<String>, format = DateTime)]
     disabled_at: Option<Timestamp>,
     disabled_reason: Option<String>,
+    /// Set on an app's `opal.callbacks` subscription only: each message goes to the URL in
+    /// this attribute (task results to their callback URLs), not to `url`.
+    url_attribute: Option<String>,
 }
 
 impl From<PushConfig> for PushView {
@@ -302,6 +313,7 @@ impl From<PushConfig> for PushView {
             enabled,
             disabled_at,
             disabled_reason,
+            url_attribute: c.url_attribute,
         }
     }
 }
@@ -376,7 +388,9 @@ async fn read_secret(
 #[serde(deny_unknown_fields)]
 struct RotateSecret {
     /// The new secret (`whsec_…`); generated when left out.
-    #[schema(pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}(?:==)?)?)$")]
+    #[schema(
+        pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}(?:==)?)?)$"
+    )]
     secret: Option<String>,
     /// How long the current secret keeps signing beside the new one (default 86400000, a
     /// day; 0 stops it at once).

@@ -1,5 +1,6 @@
 //! `/v1/subscriptions/{subscription}`: create and read subscriptions, pull (long-poll) and ack.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -669,6 +670,10 @@ struct AckRequest {
     /// `ack_id`s of deliveries (1 to 1000).
     #[schema(min_items = 1, max_items = 1000)]
     ack_ids: Vec<String>,
+    /// Results of tasks, by ack id (each one of `ack_ids`): stored, and delivered to the
+    /// task's callback, before the ack is answered.
+    #[schema(value_type = Option<BTreeMap<String, super::tasks::ResultBody>>)]
+    results: Option<BTreeMap<String, super::tasks::ResultBody>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -784,8 +789,20 @@ async fn ack(
     let mut errors = Vec::new();
     check_ack_ids(&body.ack_ids, &state, &mut errors);
     check(errors)?;
+    let results = super::tasks::results(&body.ack_ids, body.results)?;
     let ack_ids = into_ack_ids(body.ack_ids);
-    let outcome = state.broker.settle(&name, &ack_ids, Settle::Ack).await?;
+    let outcome = if results.is_empty() {
+        state.broker.settle(&name, &ack_ids, Settle::Ack).await?
+    } else {
+        opal_core::task::ack_with_results(
+            state.broker.as_ref(),
+            &name,
+            &ack_ids,
+            results,
+            state.tenancy.clock.now(),
+        )
+        .await?
+    };
     let (acked, rejected) = outcome_parts(outcome);
     Ok(JsonResponse(AckResponse { acked, rejected }))
 }

@@ -187,6 +187,9 @@ struct Route {
     /// For a list without a name in its path, another app's key is not refused: it lists its own
     /// (empty) resources under this member.
     own_list: Option<&'static str>,
+    /// What another app's key gets: 403, or 404 where nothing in the path names the app (a
+    /// task's id), so that another app's resource answers like a missing one.
+    other_app_status: u16,
 }
 
 fn route(method: &'static str, template: &'static str, path: &'static str, need: Need) -> Route {
@@ -199,6 +202,7 @@ fn route(method: &'static str, template: &'static str, path: &'static str, need:
         kind: Kind::Plain,
         effect: Effect::Nothing,
         own_list: None,
+        other_app_status: 403,
     }
 }
 
@@ -218,6 +222,13 @@ impl Route {
         Route {
             kind,
             effect: Effect::Unreadable("a stream leases deliveries in the background"),
+            ..self
+        }
+    }
+
+    fn other_app_answers(self, status: u16) -> Self {
+        Route {
+            other_app_status: status,
             ..self
         }
     }
@@ -362,6 +373,8 @@ fn table() -> Vec<Route> {
             "/v1/subscriptions/{p}hooked/attempts",
             Read,
         ),
+        // Tasks.
+        route("GET", "/v1/tasks/{message_id}", "/v1/tasks/{task}", Read).other_app_answers(404),
         // Consuming.
         route(
             "POST",
@@ -456,8 +469,16 @@ fn table() -> Vec<Route> {
 async fn check(route: &Route) -> Vec<String> {
     let f = Fixture::new().await;
     let name = route.name();
-    let own = route.path.replace("{p}", "").replace("{spare}", &f.spare);
-    let foreign = route.path.replace("{p}", ACME).replace("{spare}", &f.spare);
+    let own = route
+        .path
+        .replace("{p}", "")
+        .replace("{spare}", &f.spare)
+        .replace("{task}", &f.task);
+    let foreign = route
+        .path
+        .replace("{p}", ACME)
+        .replace("{spare}", &f.spare)
+        .replace("{task}", &f.task);
     let body = (route.body)(&f);
     let mut failures = Vec::new();
     // What every call is compared with; after a change (already reported), the changed state, so
@@ -478,7 +499,11 @@ async fn check(route: &Route) -> Vec<String> {
         refused("an expired key", bearer(&f.expired), 401),
         Case {
             other_app: true,
-            ..refused("another app's key (isv, every scope)", bearer(&f.isv), 403)
+            ..refused(
+                "another app's key (isv, every scope)",
+                bearer(&f.isv),
+                route.other_app_status,
+            )
         },
     ];
     for (scopes, key) in route.need.wrong(&f) {
@@ -805,6 +830,8 @@ struct Fixture {
     spare: String,
     /// The ack id of a delivery of `billing` leased to acme.
     held: String,
+    /// The id of a task (a message with a callback) on acme's topic `spare`.
+    task: String,
 }
 
 const ALL_SCOPES: [&str; 4] = ["manage", "read", "publish:*", "consume:*"];
@@ -918,6 +945,16 @@ impl Fixture {
             assert!(Instant::now() < deadline, "not dead-lettered in time");
             sleep(Duration::from_millis(10)).await;
         }
+        let task = json!({"messages": [{"data": 1, "callback": {"topic": "acme/orders.dead"}}]});
+        let published = server
+            .ok(
+                KEY,
+                "POST",
+                &format!("/v1/topics/{ACME}spare/messages"),
+                Some(task),
+            )
+            .await;
+        let task = published["results"][0]["id"].as_str().unwrap().to_owned();
         let grant = json!({"app": "isv", "rights": ["subscribe"]});
         server
             .ok(&manage, "POST", "/v1/topics/orders/grants", Some(grant))
@@ -933,6 +970,7 @@ impl Fixture {
             revoked,
             expired,
             isv,
+            task,
             spare,
             held: leased.swap_remove(0),
         }

@@ -21,5 +21,6 @@ mod streams;
 mod subscription_settings;
 mod subscriptions;
 mod support;
+mod tasks;
 mod tenancy;
 mod topics;

@@ -40,6 +40,7 @@ async fn a_push_subscription_gets_defaults_and_a_generated_secret() {
             "enabled": true,
             "disabled_at": null,
             "disabled_reason": null,
+            "url_attribute": null,
         })
     );
     assert_eq!(
@@ -83,6 +84,7 @@ async fn every_push_setting_is_stored_and_shown() {
     shown["enabled"] = json!(true);
     shown["disabled_at"] = json!(null);
     shown["disabled_reason"] = json!(null);
+    shown["url_attribute"] = json!(null);
     assert_eq!(body["push"], shown);
     assert_eq!(body["max_deliveries"], 3);
     assert_eq!(body["ack_deadline_ms"], 17_000);
