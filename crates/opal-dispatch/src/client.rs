@@ -30,6 +30,8 @@ pub struct ClientOptions {
     /// How long an idle pooled connection is kept for the next delivery to the same host.
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per host; bounds the sockets a burst to one endpoint leaves open.
+    /// At least an endpoint's `max_in_flight` (up to 1000): with fewer, every round of
+    /// deliveries closes connections only to open them again.
     pub pool_max_idle_per_host: usize,
     /// Extra trusted roots added to the platform's (for receivers with a private CA).
     pub extra_root_certificates: Vec<reqwest::Certificate>,
@@ -41,7 +43,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             user_agent: concat!("Opal-Webhooks/", env!("CARGO_PKG_VERSION")).to_owned(),
             pool_idle_timeout: Duration::from_secs(90),
-            pool_max_idle_per_host: 8,
+            pool_max_idle_per_host: 1_024,
             extra_root_certificates: Vec::new(),
         }
     }

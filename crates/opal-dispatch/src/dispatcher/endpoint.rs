@@ -3,6 +3,7 @@
 //! attempt, then ack or nack by the outcome. Endpoints run side by side, so a slow one delays
 //! nobody else.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use opal_core::{
 };
 use reqwest::Url;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -63,6 +64,10 @@ impl Endpoint {
         });
         let mut attempts = JoinSet::new();
         let mut validated = false;
+        // Deliveries pulled ahead, so the next attempt starts the moment a slot frees instead
+        // of after a pull (which waits while the subscription commits acks).
+        let mut queue: VecDeque<Delivery> = VecDeque::new();
+        let mut pulling: Option<JoinHandle<Result<Vec<Delivery>, BrokerError>>> = None;
         loop {
             while attempts.try_join_next().is_some() {}
             let config = Arc::clone(&self.config.borrow_and_update());
@@ -70,58 +75,68 @@ impl Endpoint {
             if !matches!(config.state, EndpointState::Enabled) {
                 break;
             }
-            let room = (config.max_in_flight as usize).saturating_sub(attempts.len());
-            if room == 0 {
-                tokio::select! {
-                    _ = attempts.join_next() => {}
-                    () = self.stop.cancelled() => break,
+            let max = config.max_in_flight as usize;
+            let mut wake = None;
+            while attempts.len() < max && !queue.is_empty() {
+                let admitted = shared.gate().may_send();
+                if let Err(until) = admitted {
+                    wake = Some(until);
+                    break;
                 }
-                continue;
+                if let Some(delivery) = queue.pop_front() {
+                    let (shared, config) = (Arc::clone(&shared), Arc::clone(&config));
+                    attempts.spawn(async move { shared.attempt(&config, delivery).await });
+                }
             }
-            let permitted = shared.gate().permits(Instant::now(), room);
-            let count = match permitted {
-                Ok(count) => count,
-                Err(until) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(until) => {}
-                        _ = attempts.join_next(), if !attempts.is_empty() => {}
-                        _ = self.config.changed() => {}
-                        () = self.stop.cancelled() => break,
+            if pulling.is_none() {
+                let room = (2 * max).saturating_sub(attempts.len() + queue.len());
+                if room > 0 && queue.len() < max {
+                    let permitted = shared.gate().permits(Instant::now(), room);
+                    match permitted {
+                        Ok(count) => {
+                            if config.validate && !validated {
+                                validated = shared.validate(&config).await;
+                                if !validated {
+                                    continue;
+                                }
+                            }
+                            let (broker, name) = (Arc::clone(&self.ctx.broker), self.name.clone());
+                            pulling = Some(tokio::spawn(async move {
+                                broker.pull(&name, count, PULL_WAIT).await
+                            }));
+                        }
+                        Err(until) => wake = Some(wake.map_or(until, |w: Instant| w.min(until))),
                     }
-                    continue;
-                }
-            };
-            if config.validate && !validated {
-                validated = shared.validate(&config).await;
-                if !validated {
-                    continue;
                 }
             }
-            // A changed configuration ends the wait (dropping a pull loses nothing), and the
-            // deliveries go out under the configuration current when they were pulled.
-            let pulled = tokio::select! {
-                pulled = self.ctx.broker.pull(&self.name, count, PULL_WAIT) => pulled,
-                _ = self.config.changed() => continue,
+            tokio::select! {
+                pulled = async { pulling.as_mut().expect("guarded").await }, if pulling.is_some() => {
+                    pulling = None;
+                    match pulled.unwrap_or_else(|e| Err(BrokerError::Storage(e.to_string()))) {
+                        Ok(deliveries) => {
+                            shared.gate().took(Instant::now(), deliveries.len());
+                            queue.extend(deliveries);
+                        }
+                        Err(BrokerError::SubscriptionNotFound(_) | BrokerError::ShuttingDown) => break,
+                        Err(e) => {
+                            tracing::warn!(subscription = %self.name, error = %e, "push pull failed");
+                            tokio::select! {
+                                () = tokio::time::sleep(PULL_ERROR_PAUSE) => {}
+                                () = self.stop.cancelled() => break,
+                            }
+                        }
+                    }
+                }
+                _ = attempts.join_next(), if !attempts.is_empty() => {}
+                () = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + PULL_WAIT)), if wake.is_some() => {}
+                _ = self.config.changed() => {}
                 () = self.stop.cancelled() => break,
-            };
-            let config = Arc::clone(&self.config.borrow());
-            match pulled {
-                Ok(deliveries) => {
-                    shared.gate().took(Instant::now(), deliveries.len());
-                    for delivery in deliveries {
-                        let (shared, config) = (Arc::clone(&shared), Arc::clone(&config));
-                        attempts.spawn(async move { shared.attempt(&config, delivery).await });
-                    }
-                }
-                Err(BrokerError::SubscriptionNotFound(_) | BrokerError::ShuttingDown) => break,
-                Err(e) => {
-                    tracing::warn!(subscription = %self.name, error = %e, "push pull failed");
-                    tokio::select! {
-                        () = tokio::time::sleep(PULL_ERROR_PAUSE) => {}
-                        () = self.stop.cancelled() => break,
-                    }
-                }
             }
+        }
+        // A pull under way ends within its wait; what it and the queue hold was never sent,
+        // and is handed out again when its lease runs out (or at once after a restart).
+        if let Some(pull) = pulling {
+            pull.abort();
         }
         // Attempts under way finish (each is bounded by its timeout) and are settled; what is
         // not pulled stays in the backlog for the next start.

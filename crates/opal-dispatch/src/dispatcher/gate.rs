@@ -106,14 +106,29 @@ impl Gate {
         Ok(count.max(1))
     }
 
-    /// `count` deliveries were pulled and are about to be sent.
+    /// Whether a pulled delivery may be sent now (the breaker and a `Retry-After` pause; its
+    /// rate was counted when it was pulled). A half-open breaker lets one through as its probe.
+    pub(crate) fn may_send(&mut self) -> Result<(), Instant> {
+        let now_ms = self.now_ms();
+        let later = |ms: u64| Instant::now() + Duration::from_millis(ms).min(RECHECK);
+        if let Some(until) = self.paused_until_ms
+            && now_ms < until
+        {
+            return Err(later(until - now_ms));
+        }
+        match self.breaker.admit(now_ms) {
+            Admission::Send | Admission::Probe => Ok(()),
+            Admission::OpenFor(wait) => Err(later(wait.as_millis() as u64)),
+            Admission::ProbeInFlight => Err(later(RECHECK.as_millis() as u64)),
+        }
+    }
+
+    /// `count` deliveries were pulled: they take their share of the rate.
     pub(crate) fn took(&mut self, _now: Instant, count: usize) {
         if count == 0 {
             return;
         }
         let now_ms = self.now_ms();
-        // A half-open breaker lets this delivery through as its probe.
-        let _ = self.breaker.admit(now_ms);
         if let Some(rate) = &mut self.rate {
             for _ in 0..count {
                 let _ = rate.try_acquire(now_ms);

@@ -9,6 +9,8 @@ use tokio::sync::mpsc;
 
 /// Most ids in one settle call (the broker's default `max_ack_ids`).
 const MAX_BATCH: usize = 1_000;
+/// How long acks gather before a commit.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 pub(crate) struct Settler {
@@ -41,6 +43,15 @@ async fn ack_batches(
 ) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // The deliveries sent with this one answer within about a millisecond: waiting that
+        // long turns a commit per ack into a commit per round of the endpoint.
+        tokio::time::sleep(GATHER).await;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(id) => batch.push(id),
+                Err(_) => break,
+            }
+        }
         match broker.settle(&subscription, &batch, Settle::Ack).await {
             Ok(outcome) => {
                 for rejected in outcome.rejected {

@@ -47,7 +47,7 @@ impl utoipa::PartialSchema for ResultBody {
             "additionalProperties": false,
             "properties": {
                 "data": {"description": "What the work produced."},
-                "error": {"type": "string", "maxLength": 262_144, "description": "Why the work failed."}
+                "error": {"type": "string", "description": "Why the work failed (a result is at most 256 KiB; more is a `400`)."}
             },
             "oneOf": [{"required": ["data"]}, {"required": ["error"]}]
         }))
