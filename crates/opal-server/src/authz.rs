@@ -56,6 +56,7 @@ pub(crate) fn rule(method: &Method, route: &str) -> Option<Rule> {
         ("GET", "/v1/subscriptions/{subscription}/secret") => Manage,
         ("POST", "/v1/subscriptions/{subscription}/secret/rotate") => Manage,
         ("GET", "/v1/subscriptions/{subscription}/attempts") => Read,
+        ("POST", "/v1/subscriptions/{subscription}/resend") => Manage,
         (
             "POST",
             "/v1/subscriptions/{subscription}/pull"

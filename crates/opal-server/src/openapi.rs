@@ -57,6 +57,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         crate::http::push::read_secret,
         crate::http::push::rotate_secret,
         crate::http::push::list_attempts,
+        crate::http::resend::resend,
         crate::http::events::events,
         crate::http::ws::open,
         crate::http::grants::create_grant,
@@ -98,7 +99,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         (name = "subscriptions", description = "Named cursors over a topic, with ack state."),
         (name = "consuming", description = "Pull, settle, seek, redrive and stream deliveries."),
         (name = "apps", description = "Apps (tenants), their API keys, and the audit trail."),
-        (name = "push", description = "Push subscriptions: signing secrets and the attempt log."),
+        (name = "push", description = "Push subscriptions: signing secrets, the attempt log, resend and recover."),
     )
 )]
 struct ApiDoc;

@@ -3,4 +3,5 @@
 mod delivery;
 mod failures;
 mod flow;
+mod resend;
 mod support;

@@ -86,7 +86,9 @@ pub(super) struct PushBody {
     /// `whsec_<base64 of 24 to 64 bytes>` (padding optional: 8 to 20 groups of four characters
     /// and a tail, or 21 groups and at most one more byte); generated when left out (read it
     /// back with `GET /v1/subscriptions/{subscription}/secret`).
-    #[schema(pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}(?:==)?)?)$")]
+    #[schema(
+        pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}(?:==)?)?)$"
+    )]
     secret: Option<String>,
     /// How long one attempt may take (default 15000).
     #[schema(minimum = 100, maximum = 60_000)]
@@ -338,7 +340,7 @@ fn secret_view(config: &PushConfig, now: Timestamp) -> SecretView {
 }
 
 /// `409`: the request is fine, the subscription's state (pull, not push) does not allow it.
-fn not_push(name: &str) -> Problem {
+pub(super) fn not_push(name: &str) -> Problem {
     Problem::new(
         crate::problem::ProblemKind::Conflict,
         format!("subscription {name} has no push endpoint"),
@@ -376,7 +378,9 @@ async fn read_secret(
 #[serde(deny_unknown_fields)]
 struct RotateSecret {
     /// The new secret (`whsec_…`); generated when left out.
-    #[schema(pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}(?:==)?)?)$")]
+    #[schema(
+        pattern = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/]{2}(?:==)?)?)$"
+    )]
     secret: Option<String>,
     /// How long the current secret keeps signing beside the new one (default 86400000, a
     /// day; 0 stops it at once).
