@@ -6,8 +6,9 @@ use async_trait::async_trait;
 
 use crate::{
     AckId, AckOutcome, AppName, AttemptQuery, BrokerError, Delivery, Message, NewMessage,
-    PublishResult, PushAttempt, Settle, StartPosition, Subscription, SubscriptionConfig,
-    SubscriptionName, SubscriptionStats, Task, Topic, TopicConfig, TopicName, TopicStats,
+    PublishResult, PushAttempt, Resend, ResendTarget, Settle, StartPosition, Subscription,
+    SubscriptionConfig, SubscriptionName, SubscriptionStats, Task, Topic, TopicConfig, TopicName,
+    TopicStats,
 };
 use uuid::Uuid;
 
@@ -179,6 +180,36 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
 
     /// Ended tasks whose callback has not been told yet, at most `limit`.
     async fn tasks_owing_callbacks(&self, limit: usize) -> Result<Vec<Task>, BrokerError>;
+    /// Queues messages of a push subscription to be pushed again, due now. The queue is durable
+    /// when this returns, and kept apart from the ack state: a resend neither waits for nor
+    /// changes it. A target already waiting starts over (due now, attempt 1), so a message
+    /// waits at most once. Answers how many distinct targets are waiting for this call.
+    async fn queue_resends(
+        &self,
+        name: &SubscriptionName,
+        targets: Vec<ResendTarget>,
+    ) -> Result<usize, BrokerError>;
+
+    /// Resends due at the broker's clock, earliest first, at most `limit`.
+    async fn due_resends(
+        &self,
+        name: &SubscriptionName,
+        limit: usize,
+    ) -> Result<Vec<Resend>, BrokerError>;
+
+    /// Ends a resend's attempt: `None` drops it (delivered, or given up); `Some(at)` keeps it for
+    /// its next attempt, not before `at`. A resend no longer queued is left alone.
+    async fn settle_resend(
+        &self,
+        name: &SubscriptionName,
+        partition: u32,
+        offset: u64,
+        next: Option<jiff::Timestamp>,
+    ) -> Result<(), BrokerError>;
+
+    /// A counter that moves whenever resends are queued (for any subscription), so the push
+    /// dispatcher sends them without polling.
+    fn watch_resends(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// The SHA-256 of the bootstrap admin key, if one was stored.
     async fn admin_key_hash(&self) -> Result<Option<[u8; 32]>, BrokerError>;

@@ -18,6 +18,7 @@ mod message;
 mod names;
 mod partition;
 pub mod push;
+pub mod resend;
 mod subscription;
 pub mod task;
 pub mod tenancy;
@@ -38,6 +39,7 @@ pub use names::{APP_SEPARATOR, AppName, SubscriptionName, TopicName};
 pub use partition::partition_for_key;
 pub use push::{
     AttemptQuery, AttemptStatus, EndpointState, PushAttempt, PushConfig, PushFormat, PushSecret,
+    Resend, ResendTarget,
 };
 pub use subscription::{
     AckOutcome, AckRejection, Delivery, Settle, StartPosition, Subscription, SubscriptionConfig,

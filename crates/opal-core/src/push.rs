@@ -328,3 +328,32 @@ pub struct AttemptQuery {
     pub before_id: Option<Uuid>,
     pub limit: usize,
 }
+
+/// A message of a push subscription's topic to push again, by where it lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResendTarget {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A resend waiting in a push subscription's queue. Resends are pushes outside the
+/// subscription's ack state: they are asked for by people (a message delivered or dead-lettered
+/// before, sent again), retried by the endpoint's schedule, and dropped after its last attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resend {
+    pub partition: u32,
+    pub offset: u64,
+    /// The number of its next attempt (1 for the first), sent as `opal-attempt`.
+    pub attempt: u32,
+    /// Not sent before this time.
+    pub not_before: Timestamp,
+}
+
+impl Resend {
+    pub fn target(&self) -> ResendTarget {
+        ResendTarget {
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}

@@ -8,9 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use opal_core::{
     AckId, AckOutcome, AppName, AttemptQuery, Broker, BrokerError, Clock, Created, Delivery,
-    Message, NewMessage, PublishResult, PushAttempt, Settle, StartPosition, Subscription,
-    SubscriptionConfig, SubscriptionName, SubscriptionStats, Topic, TopicConfig, TopicName,
-    TopicStats,
+    Message, NewMessage, PublishResult, PushAttempt, Resend, ResendTarget, Settle, StartPosition,
+    Subscription, SubscriptionConfig, SubscriptionName, SubscriptionStats, Topic, TopicConfig,
+    TopicName, TopicStats,
 };
 use opal_log::LogConfig;
 use tokio::sync::Notify;
@@ -47,6 +47,8 @@ pub(crate) struct Inner {
     pub(crate) scheduler_wake: Arc<Notify>,
     /// Counts subscription creates, updates and deletes, for [`Broker::watch_subscriptions`].
     pub(crate) subscription_changes: tokio::sync::watch::Sender<u64>,
+    /// Counts calls that queued resends, for [`Broker::watch_resends`].
+    pub(crate) resend_changes: tokio::sync::watch::Sender<u64>,
     pub(crate) closed: AtomicBool,
 }
 
@@ -123,6 +125,7 @@ impl EmbeddedBroker {
                 release_lock: tokio::sync::Mutex::new(()),
                 scheduler_wake: Arc::new(Notify::new()),
                 subscription_changes: tokio::sync::watch::Sender::new(0),
+                resend_changes: tokio::sync::watch::Sender::new(0),
                 closed: AtomicBool::new(false),
             }),
         };
@@ -496,6 +499,61 @@ impl Broker for EmbeddedBroker {
         let meta = Arc::clone(&self.inner.meta);
         let key = name.to_string();
         Ok(blocking(move || meta.push_attempts(&key, &query)).await?)
+    }
+
+    async fn queue_resends(
+        &self,
+        name: &SubscriptionName,
+        mut targets: Vec<ResendTarget>,
+    ) -> Result<usize, BrokerError> {
+        self.check_open()?;
+        self.subscription(name)?;
+        targets.sort_unstable();
+        targets.dedup();
+        if targets.is_empty() {
+            return Ok(0);
+        }
+        let meta = Arc::clone(&self.inner.meta);
+        let key = name.to_string();
+        let now = self.inner.clock.now_ms();
+        let queued = targets.len();
+        blocking(move || meta.queue_resends(&key, &targets, now)).await?;
+        if queued > 0 {
+            self.inner.resend_changes.send_modify(|n| *n += 1);
+        }
+        Ok(queued)
+    }
+
+    async fn due_resends(
+        &self,
+        name: &SubscriptionName,
+        limit: usize,
+    ) -> Result<Vec<Resend>, BrokerError> {
+        self.subscription(name)?;
+        let meta = Arc::clone(&self.inner.meta);
+        let key = name.to_string();
+        let now = self.inner.clock.now_ms();
+        Ok(blocking(move || meta.due_resends(&key, now, limit)).await?)
+    }
+
+    async fn settle_resend(
+        &self,
+        name: &SubscriptionName,
+        partition: u32,
+        offset: u64,
+        next: Option<jiff::Timestamp>,
+    ) -> Result<(), BrokerError> {
+        self.check_open()?;
+        self.subscription(name)?;
+        let meta = Arc::clone(&self.inner.meta);
+        let key = name.to_string();
+        let next = next.map(|at| at.as_millisecond());
+        blocking(move || meta.settle_resend(&key, partition, offset, next)).await?;
+        Ok(())
+    }
+
+    fn watch_resends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.resend_changes.subscribe()
     }
 
     async fn pull(

@@ -13,6 +13,7 @@ mod meta;
 mod publish;
 mod pull;
 mod push_attempts;
+mod resends;
 mod rows;
 mod scheduler;
 mod sealing;

@@ -231,6 +231,7 @@ impl MetaStore {
             crate::tenancy_store::open_tables(txn)?;
             crate::push_attempts::open_tables(txn)?;
             crate::tasks::open_tables(txn)?;
+            crate::resends::open_tables(txn)?;
             let mut settings = txn.open_table(SETTINGS)?;
             let found = settings.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
             match found {
@@ -618,11 +619,24 @@ impl MetaStore {
         self.write(|txn| {
             txn.open_table(SUBSCRIPTIONS)?
                 .insert(name, bytes.as_slice())?;
+            // Only the dispatcher sends resends: without an endpoint they would wait for one
+            // that may come back months later.
+            if row.push.is_none() {
+                MetaStore::delete_resends(txn, name)?;
+            }
             Ok(())
         })
     }
 
-    /// Removes a subscription with its ack state and retries.
+    /// Whether a subscription is stored, inside a write.
+    pub(crate) fn subscription_stored(
+        txn: &redb::WriteTransaction,
+        name: &str,
+    ) -> Result<bool, EmbeddedError> {
+        Ok(txn.open_table(SUBSCRIPTIONS)?.get(name)?.is_some())
+    }
+
+    /// Removes a subscription with its ack state, retries, attempt log and resends.
     pub(crate) fn delete_subscription(&self, name: &str) -> Result<(), EmbeddedError> {
         self.write(|txn| {
             txn.open_table(SUBSCRIPTIONS)?.remove(name)?;
@@ -633,6 +647,7 @@ impl MetaStore {
             txn.open_table(RETRIES)?
                 .retain_in((name, 0, 0)..=(name, u32::MAX, u64::MAX), |_, _| false)?;
             MetaStore::delete_push_attempts(txn, name)?;
+            MetaStore::delete_resends(txn, name)?;
             Ok(())
         })
     }

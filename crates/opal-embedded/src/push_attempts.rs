@@ -2,7 +2,7 @@
 //! attempt id (UUIDv7, so key order is time order), kept for [`RETENTION_MS`].
 
 use jiff::Timestamp;
-use opal_core::{AttemptQuery, AttemptStatus, PushAttempt};
+use opal_core::{AttemptQuery, AttemptStatus, PushAttempt, PushConfig};
 use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -17,6 +17,9 @@ const ATTEMPTS: TableDefinition<'_, (&str, u128), &[u8]> = TableDefinition::new(
 
 /// How long attempts are kept: a week, like the results of tasks.
 pub(crate) const RETENTION_MS: i64 = 7 * 24 * 3_600_000;
+
+/// Beyond an attempt's timeout, how much later its id may be taken (logging it, clock steps).
+const ID_SLACK_MS: i64 = 60_000;
 
 /// A scan for a filtered page stops after this many rows, so a filter that matches nothing
 /// cannot walk a week of attempts in one request.
@@ -133,10 +136,21 @@ impl MetaStore {
         let db = self.db()?;
         let txn = db.begin_read().map_err(EmbeddedError::meta)?;
         let table = txn.open_table(ATTEMPTS).map_err(EmbeddedError::meta)?;
-        let upper = match query.before_id {
-            Some(id) => id.as_u128(),
-            None => u128::MAX,
-        };
+        // An attempt's id is taken when it ends, at most its timeout after its `at`: attempts
+        // before `until` have ids before this, and the scan need not start newer.
+        let until = query.until.map(|t| {
+            first_id_at(
+                t.as_millisecond()
+                    .saturating_add(PushConfig::MAX_TIMEOUT_MS as i64 + ID_SLACK_MS),
+            )
+        });
+        let upper = query
+            .before_id
+            .map(|id| id.as_u128())
+            .into_iter()
+            .chain(until)
+            .min()
+            .unwrap_or(u128::MAX);
         let lower = query
             .since
             .map(|t| first_id_at(t.as_millisecond()))

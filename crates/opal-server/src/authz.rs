@@ -58,6 +58,7 @@ pub(crate) fn rule(method: &Method, route: &str) -> Option<Rule> {
         ("GET", "/v1/subscriptions/{subscription}/attempts") => Read,
         // The handler answers another app's task like a missing one.
         ("GET", "/v1/tasks/{message_id}") => Read,
+        ("POST", "/v1/subscriptions/{subscription}/resend") => Manage,
         (
             "POST",
             "/v1/subscriptions/{subscription}/pull"

@@ -58,6 +58,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         crate::http::push::rotate_secret,
         crate::http::push::list_attempts,
         crate::http::tasks::read_task,
+        crate::http::resend::resend,
         crate::http::events::events,
         crate::http::ws::open,
         crate::http::grants::create_grant,
@@ -100,7 +101,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
         (name = "consuming", description = "Pull, settle, seek, redrive and stream deliveries."),
         (name = "apps", description = "Apps (tenants), their API keys, and the audit trail."),
         (name = "tasks", description = "Messages published with a callback, and their results."),
-        (name = "push", description = "Push subscriptions: signing secrets and the attempt log."),
+        (name = "push", description = "Push subscriptions: signing secrets, the attempt log, resend and recover."),
     )
 )]
 struct ApiDoc;

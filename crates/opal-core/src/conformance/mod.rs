@@ -161,6 +161,11 @@ macro_rules! conformance_tests {
             attempts_older_than_a_week_are_dropped,
             attempts_go_with_their_subscription,
             subscription_changes_are_announced,
+            resends_are_queued_due_and_settled,
+            a_resend_queued_twice_waits_once,
+            resends_survive_restart,
+            resends_go_with_their_subscription,
+            a_resend_is_not_due_before_its_time,
         );
         $crate::__conformance_group!($harness; tasks:
             a_task_is_followed_from_publish_to_result,

@@ -1,9 +1,12 @@
-//! The push attempt log: what the dispatcher records and the API lists.
+//! The push attempt log (what the dispatcher records and the API lists) and the resend queue
+//! (what the API queues and the dispatcher sends).
 
 use uuid::Uuid;
 
 use super::support::*;
-use crate::{AttemptQuery, AttemptStatus, BrokerError, PushAttempt, SubscriptionName};
+use crate::{
+    AttemptQuery, AttemptStatus, BrokerError, PushAttempt, Resend, ResendTarget, SubscriptionName,
+};
 
 /// An attempt logged at `ms` (since [`START_MS`]), with an id of that time.
 fn attempt(ms: i64, message: u128, n: u32, ok: bool) -> PushAttempt {
@@ -194,4 +197,212 @@ pub async fn subscription_changes_are_announced(h: &dyn Harness) {
         .await
         .expect("deleted");
     assert!(watch.has_changed().expect("the broker is open"), "delete");
+}
+
+fn target(partition: u32, offset: u64) -> ResendTarget {
+    ResendTarget { partition, offset }
+}
+
+async fn due(fx: &Fixture<'_>, sub: &SubscriptionName) -> Vec<Resend> {
+    fx.broker()
+        .due_resends(sub, 100)
+        .await
+        .expect("due resends of a subscription")
+}
+
+/// Queued resends are due at once with attempt 1, earliest first; settling with a time moves
+/// one to its next attempt then, settling with none drops it. Queueing moves the watch.
+pub async fn resends_are_queued_due_and_settled(h: &dyn Harness) {
+    let fx = Fixture::new(h).await;
+    let t = fx.topic("t", 2).await;
+    let s = fx.subscribe("s", sub_config(&t)).await;
+    let mut watch = fx.broker().watch_resends();
+    watch.borrow_and_update();
+    let queued = fx
+        .broker()
+        .queue_resends(&s, vec![target(1, 4), target(0, 7)])
+        .await
+        .expect("queued");
+    assert_eq!(queued, 2);
+    assert!(watch.has_changed().expect("the broker is open"), "queue");
+    let first = due(&fx, &s).await;
+    let now = at(0);
+    assert_eq!(
+        first,
+        vec![
+            Resend {
+                partition: 0,
+                offset: 7,
+                attempt: 1,
+                not_before: now
+            },
+            Resend {
+                partition: 1,
+                offset: 4,
+                attempt: 1,
+                not_before: now
+            },
+        ]
+    );
+    let limited = fx.broker().due_resends(&s, 1).await.expect("due");
+    assert_eq!(limited, first[..1]);
+
+    fx.broker()
+        .settle_resend(&s, 0, 7, Some(at(5_000)))
+        .await
+        .expect("settled");
+    fx.broker()
+        .settle_resend(&s, 1, 4, None)
+        .await
+        .expect("settled");
+    assert!(due(&fx, &s).await.is_empty(), "one waits, one is gone");
+    fx.advance_to(5_000).await;
+    assert_eq!(
+        due(&fx, &s).await,
+        vec![Resend {
+            partition: 0,
+            offset: 7,
+            attempt: 2,
+            not_before: at(5_000)
+        }]
+    );
+    fx.broker()
+        .settle_resend(&s, 1, 4, Some(at(6_000)))
+        .await
+        .expect("settling what is not queued is a no-op");
+    fx.advance_to(10_000).await;
+    assert_eq!(due(&fx, &s).await.len(), 1, "nothing came back");
+}
+
+/// A target queued twice (in one call or again later) waits once, started over: due now,
+/// attempt 1.
+pub async fn a_resend_queued_twice_waits_once(h: &dyn Harness) {
+    let fx = Fixture::new(h).await;
+    let t = fx.topic("t", 1).await;
+    let s = fx.subscribe("s", sub_config(&t)).await;
+    let queued = fx
+        .broker()
+        .queue_resends(&s, vec![target(0, 3), target(0, 3)])
+        .await
+        .expect("queued");
+    assert_eq!(queued, 1, "distinct targets");
+    fx.broker()
+        .settle_resend(&s, 0, 3, Some(at(60_000)))
+        .await
+        .expect("settled");
+    fx.advance_to(1_000).await;
+    assert!(due(&fx, &s).await.is_empty());
+    fx.broker()
+        .queue_resends(&s, vec![target(0, 3)])
+        .await
+        .expect("queued again");
+    assert_eq!(
+        due(&fx, &s).await,
+        vec![Resend {
+            partition: 0,
+            offset: 3,
+            attempt: 1,
+            not_before: at(1_000)
+        }]
+    );
+    fx.advance_to(60_000).await;
+    assert_eq!(due(&fx, &s).await.len(), 1, "the earlier time left no row");
+}
+
+/// Queued resends and their attempt counts survive a restart.
+pub async fn resends_survive_restart(h: &dyn Harness) {
+    let mut fx = Fixture::new(h).await;
+    let t = fx.topic("t", 1).await;
+    let s = fx.subscribe("s", sub_config(&t)).await;
+    fx.broker()
+        .queue_resends(&s, vec![target(0, 1), target(0, 2)])
+        .await
+        .expect("queued");
+    fx.broker()
+        .settle_resend(&s, 0, 2, Some(at(2_000)))
+        .await
+        .expect("settled");
+    fx.restart().await;
+    assert_eq!(due(&fx, &s).await.len(), 1);
+    fx.advance_to(2_000).await;
+    let after = due(&fx, &s).await;
+    assert_eq!(
+        after
+            .iter()
+            .map(|r| (r.offset, r.attempt))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (2, 2)]
+    );
+}
+
+/// Resends belong to their subscription: another sees none, a deleted and recreated one starts
+/// empty, a missing one is not found, and turning push off drops them.
+pub async fn resends_go_with_their_subscription(h: &dyn Harness) {
+    let fx = Fixture::new(h).await;
+    let t = fx.topic("t", 1).await;
+    let s = fx.subscribe("s", sub_config(&t)).await;
+    let other = fx.subscribe("other", sub_config(&t)).await;
+    fx.broker()
+        .queue_resends(&s, vec![target(0, 1)])
+        .await
+        .expect("queued");
+    assert!(due(&fx, &other).await.is_empty());
+    fx.broker()
+        .delete_subscription(&s, None)
+        .await
+        .expect("deleted");
+    let missing = fx.broker().due_resends(&s, 10).await;
+    assert!(
+        matches!(missing, Err(BrokerError::SubscriptionNotFound(_))),
+        "{missing:?}"
+    );
+    let queued = fx.broker().queue_resends(&s, vec![target(0, 1)]).await;
+    assert!(
+        matches!(queued, Err(BrokerError::SubscriptionNotFound(_))),
+        "{queued:?}"
+    );
+    let s = fx.subscribe("s", sub_config(&t)).await;
+    assert!(due(&fx, &s).await.is_empty());
+
+    let push = crate::PushConfig::new(
+        "https://hooks.example.com/in",
+        crate::PushSecret {
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            expires_at: None,
+        },
+    );
+    let hooked = crate::SubscriptionConfig {
+        ack_deadline_ms: push.timeout_ms + 15_000,
+        push: Some(push),
+        ..sub_config(&t)
+    };
+    let p = fx.subscribe("p", hooked.clone()).await;
+    fx.broker()
+        .queue_resends(&p, vec![target(0, 1)])
+        .await
+        .expect("queued");
+    fx.broker()
+        .update_subscription(&p, sub_config(&t), None)
+        .await
+        .expect("push turned off");
+    assert!(due(&fx, &p).await.is_empty(), "no endpoint, no resends");
+}
+
+/// A resend set for later is not due before its time on the broker's clock.
+pub async fn a_resend_is_not_due_before_its_time(h: &dyn Harness) {
+    let fx = Fixture::new(h).await;
+    let t = fx.topic("t", 1).await;
+    let s = fx.subscribe("s", sub_config(&t)).await;
+    fx.broker()
+        .queue_resends(&s, vec![target(0, 1)])
+        .await
+        .expect("queued");
+    fx.broker()
+        .settle_resend(&s, 0, 1, Some(at(30_000)))
+        .await
+        .expect("settled");
+    fx.advance_to(29_999).await;
+    assert!(due(&fx, &s).await.is_empty(), "a millisecond early");
+    fx.advance_to(30_000).await;
+    assert_eq!(due(&fx, &s).await.len(), 1, "due at its time");
 }

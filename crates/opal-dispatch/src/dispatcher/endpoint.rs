@@ -1,7 +1,8 @@
-//! One push subscription's delivery loop: pull what the endpoint may take now (its in-flight
-//! bound, rate limit, circuit breaker and any `Retry-After` pause), POST each delivery, log the
-//! attempt, then ack or nack by the outcome. Endpoints run side by side, so a slow one delays
-//! nobody else.
+//! One push subscription's delivery loop: take what the endpoint may take now (its in-flight
+//! bound, rate limit, circuit breaker and any `Retry-After` pause), due resends and pulled
+//! deliveries in turn; POST each, log the attempt, then ack or nack a delivery by the outcome
+//! (resends are settled in `resend`). Endpoints run side by side, so a slow one delays nobody
+//! else.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -9,11 +10,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use opal_core::{
-    AttemptStatus, BrokerError, Delivery, EndpointState, PushAttempt, PushConfig, Settle,
-    SubscriptionName,
+    AttemptStatus, BrokerError, Delivery, EndpointState, Message, PushAttempt, PushConfig, Settle,
+    SubscriptionName, TopicName,
 };
 use reqwest::Url;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 use super::announce::Announcer;
 use super::recorder::Recorder;
 use super::request;
+use super::resend::Book;
 use super::settler::Settler;
 use super::{Context, gate::Gate};
 use crate::outcome::Outcome;
@@ -36,34 +38,46 @@ const PULL_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// The loop of one endpoint.
 pub(crate) struct Endpoint {
     pub(crate) name: SubscriptionName,
+    /// The subscription's topic (it cannot change), where resends are read from.
+    pub(crate) topic: TopicName,
     pub(crate) config: watch::Receiver<Arc<PushConfig>>,
     pub(crate) ctx: Arc<Context>,
     pub(crate) stop: CancellationToken,
 }
 
 /// What an attempt needs, shared by the attempts of one endpoint.
-struct Shared {
-    name: SubscriptionName,
-    ctx: Arc<Context>,
+pub(super) struct Shared {
+    pub(super) name: SubscriptionName,
+    pub(super) topic: TopicName,
+    pub(super) ctx: Arc<Context>,
     gate: Mutex<Gate>,
     settler: Settler,
     recorder: Recorder,
     announcer: Announcer,
+    pub(super) resends: Mutex<Book>,
+    /// Told when a resend's retry time is set, so a waiting pull gives way to it then.
+    pub(super) resend_timer: Notify,
 }
 
 impl Endpoint {
     pub(crate) async fn run(mut self) {
         let (settler, settling) = Settler::spawn(Arc::clone(&self.ctx.broker), self.name.clone());
+        let mut resend_wake = self.ctx.broker.watch_resends();
         let shared = Arc::new(Shared {
             name: self.name.clone(),
+            topic: self.topic.clone(),
             ctx: Arc::clone(&self.ctx),
             gate: Mutex::new(Gate::new(&self.ctx.settings, &self.config.borrow())),
             settler,
             recorder: self.ctx.recorder.clone(),
             announcer: self.ctx.announcer.clone(),
+            resends: Mutex::new(Book::new(Instant::now())),
+            resend_timer: Notify::new(),
         });
         let mut attempts = JoinSet::new();
         let mut validated = false;
+        // Resends and pulls take turns, so a large recover does not hold new messages back.
+        let mut resent_last = false;
         // Deliveries pulled ahead, so the next attempt starts the moment a slot frees instead
         // of after a pull (which waits while the subscription commits acks).
         let mut queue: VecDeque<Delivery> = VecDeque::new();
@@ -76,11 +90,35 @@ impl Endpoint {
                 break;
             }
             let max = config.max_in_flight as usize;
-            let mut wake = None;
+            if resend_wake.has_changed().unwrap_or(false) {
+                resend_wake.borrow_and_update();
+                shared.book().wake(Instant::now());
+            }
+            let mut wake: Option<Instant> = None;
+            let mut later = |until: Instant| wake = Some(wake.map_or(until, |w| w.min(until)));
+            if !resent_last && attempts.len() < max && shared.book().wants_look(Instant::now()) {
+                let permitted = shared.gate().permits(Instant::now(), max - attempts.len());
+                match permitted {
+                    Ok(count) => {
+                        let due = shared.take_due_resends(count).await;
+                        if !due.is_empty() {
+                            shared.gate().took(Instant::now(), due.len());
+                            for resend in due {
+                                let (shared, config) = (Arc::clone(&shared), Arc::clone(&config));
+                                attempts.spawn(async move { shared.resend(&config, resend).await });
+                            }
+                            resent_last = true;
+                            continue;
+                        }
+                    }
+                    Err(until) => later(until),
+                }
+            }
+            resent_last = false;
             while attempts.len() < max && !queue.is_empty() {
                 let admitted = shared.gate().may_send();
                 if let Err(until) = admitted {
-                    wake = Some(until);
+                    later(until);
                     break;
                 }
                 if let Some(delivery) = queue.pop_front() {
@@ -100,15 +138,23 @@ impl Endpoint {
                                     continue;
                                 }
                             }
+                            // With resends due, the pull only takes what is there, then it is
+                            // their turn.
+                            let wait = if shared.book().wants_look(Instant::now()) {
+                                Duration::ZERO
+                            } else {
+                                PULL_WAIT
+                            };
                             let (broker, name) = (Arc::clone(&self.ctx.broker), self.name.clone());
                             pulling = Some(tokio::spawn(async move {
-                                broker.pull(&name, count, PULL_WAIT).await
+                                broker.pull(&name, count, wait).await
                             }));
                         }
-                        Err(until) => wake = Some(wake.map_or(until, |w: Instant| w.min(until))),
+                        Err(until) => later(until),
                     }
                 }
             }
+            let wake_at = shared.book().wake_at();
             tokio::select! {
                 pulled = async { pulling.as_mut().expect("guarded").await }, if pulling.is_some() => {
                     pulling = None;
@@ -128,8 +174,16 @@ impl Endpoint {
                     }
                 }
                 _ = attempts.join_next(), if !attempts.is_empty() => {}
-                () = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + PULL_WAIT)), if wake.is_some() => {}
+                () = sleep_until_some(wake) => {}
                 _ = self.config.changed() => {}
+                changed = resend_wake.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    shared.book().wake(Instant::now());
+                }
+                () = sleep_until_some(wake_at) => {}
+                () = shared.resend_timer.notified() => {}
                 () = self.stop.cancelled() => break,
             }
         }
@@ -146,9 +200,21 @@ impl Endpoint {
     }
 }
 
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Shared {
     fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
         self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.resends.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The CloudEvents webhook validation handshake; `false` waits (the breaker counts it as a
@@ -188,20 +254,49 @@ impl Shared {
     }
 
     async fn attempt(&self, config: &PushConfig, delivery: Delivery) {
+        let outcome = self.push(config, &delivery.message, delivery.attempt).await;
+        // A callback URL asking to be left alone says nothing about the other URLs.
+        let gone_callback = outcome == Outcome::Gone && config.url_attribute.is_some();
+        if outcome.is_delivered() || gone_callback {
+            self.settler.ack(delivery.ack_id);
+            return;
+        }
+        // Past the schedule the nack dead-letters the message (max_deliveries follows it).
+        let delay = at_least_retry_after(
+            scheduled_wait(config, delivery.attempt + 1).unwrap_or_default(),
+            outcome,
+        );
+        let nacked = self
+            .ctx
+            .broker
+            .settle(
+                &self.name,
+                std::slice::from_ref(&delivery.ack_id),
+                Settle::Nack { delay: Some(delay) },
+            )
+            .await;
+        if let Err(e) = nacked {
+            tracing::warn!(subscription = %self.name, error = %e, "could not nack a failed push; its lease will run out");
+        }
+    }
+
+    /// POSTs `message` as its `attempt`-th attempt, logs the attempt, and tells the gate how
+    /// it went; a 410 or failing for too long disables the endpoint.
+    pub(super) async fn push(
+        &self,
+        config: &PushConfig,
+        message: &Message,
+        attempt: u32,
+    ) -> Outcome {
         let now = self.ctx.clock.now();
         let secrets: Vec<SigningSecret> = config
             .signing_secrets(now)
             .filter_map(|s| SigningSecret::parse(&s.secret).ok())
             .collect();
-        let prepared = request::prepare(config, &secrets, &delivery.message, delivery.attempt, now);
+        let prepared = request::prepare(config, &secrets, message, attempt, now);
         let url = match &config.url_attribute {
             // Task callbacks: each message names its own URL.
-            Some(name) => delivery
-                .message
-                .attributes
-                .get(name)
-                .cloned()
-                .unwrap_or_default(),
+            Some(name) => message.attributes.get(name).cloned().unwrap_or_default(),
             None => config.url.clone(),
         };
         let started = Instant::now();
@@ -223,22 +318,16 @@ impl Shared {
         };
         let latency = started.elapsed();
         let outcome = Outcome::from_result(&result, now, self.ctx.settings.max_retry_after);
-        self.record(&url, &delivery, now, latency, &result, outcome);
+        self.record(&url, message, attempt, now, latency, &result);
         let at = Instant::now();
-        let per_message = config.url_attribute.is_some();
         match outcome {
             Outcome::Delivered => {
                 self.gate().success(at);
-                self.settler.ack(delivery.ack_id);
-                return;
+                return outcome;
             }
-            // One callback URL asking to be left alone says nothing about the others.
-            Outcome::Gone if per_message => {
-                self.settler.ack(delivery.ack_id);
-                return;
-            }
-            // Every URL of a callback route is its own endpoint: no shared breaker or pause.
-            _ if per_message => {}
+            // Every URL of a callback route is its own endpoint: no shared breaker, pause or
+            // disabling.
+            _ if config.url_attribute.is_some() => return outcome,
             Outcome::RetryAfter(wait) => self.gate().failure(at, Some(wait)),
             _ => self.gate().failure(at, None),
         }
@@ -249,43 +338,20 @@ impl Shared {
             let reason = format!("every attempt failed for {}s", since.as_secs());
             self.disable(config, &reason).await;
         }
-        let schedule = RetrySchedule::new(
-            config
-                .retry_schedule_ms
-                .iter()
-                .map(|&ms| Duration::from_millis(ms))
-                .collect(),
-        )
-        .unwrap_or_default();
-        let mut delay = schedule
-            .delay_before(delivery.attempt + 1, rand::random::<f64>())
-            .unwrap_or_default();
-        if let Outcome::RetryAfter(wait) = outcome {
-            delay = delay.max(wait);
-        }
-        let nacked = self
-            .ctx
-            .broker
-            .settle(
-                &self.name,
-                std::slice::from_ref(&delivery.ack_id),
-                Settle::Nack { delay: Some(delay) },
-            )
-            .await;
-        if let Err(e) = nacked {
-            tracing::warn!(subscription = %self.name, error = %e, "could not nack a failed push; its lease will run out");
-        }
+        outcome
     }
 
     fn record(
         &self,
         url: &str,
-        delivery: &Delivery,
+        message: &Message,
+        attempt: u32,
         now: Timestamp,
         latency: Duration,
         result: &Result<crate::PushResponse, crate::DispatchError>,
-        outcome: Outcome,
     ) {
+        // Succeeded exactly when the outcome is `Delivered`: a 2xx answer.
+        let delivered = result.as_ref().is_ok_and(|r| r.status.is_success());
         let (status_code, response, error) = match result {
             Ok(r) => (
                 Some(r.status.as_u16()),
@@ -296,13 +362,13 @@ impl Shared {
         };
         let attempt = PushAttempt {
             id: Uuid::now_v7(),
-            message_id: delivery.message.id,
-            partition: delivery.message.partition,
-            offset: delivery.message.offset,
-            attempt: delivery.attempt,
+            message_id: message.id,
+            partition: message.partition,
+            offset: message.offset,
+            attempt,
             at: now,
             url: url.to_owned(),
-            status: if outcome.is_delivered() {
+            status: if delivered {
                 AttemptStatus::Succeeded
             } else {
                 AttemptStatus::Failed
@@ -347,5 +413,27 @@ impl Shared {
                 tracing::warn!(subscription = %self.name, error = %e, "could not disable a push endpoint");
             }
         }
+    }
+}
+
+/// The wait before `attempt` by the endpoint's schedule (±20 % jitter); `None` past its last
+/// attempt.
+pub(super) fn scheduled_wait(config: &PushConfig, attempt: u32) -> Option<Duration> {
+    let schedule = RetrySchedule::new(
+        config
+            .retry_schedule_ms
+            .iter()
+            .map(|&ms| Duration::from_millis(ms))
+            .collect(),
+    )
+    .unwrap_or_default();
+    schedule.delay_before(attempt, rand::random::<f64>())
+}
+
+/// `wait`, or longer when the failed attempt's answer asked for it with `Retry-After`.
+pub(super) fn at_least_retry_after(wait: Duration, outcome: Outcome) -> Duration {
+    match outcome {
+        Outcome::RetryAfter(asked) => wait.max(asked),
+        _ => wait,
     }
 }

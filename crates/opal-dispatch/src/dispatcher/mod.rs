@@ -1,20 +1,22 @@
 //! The push dispatcher: one delivery loop per enabled push subscription, started, changed and
 //! stopped as subscriptions change. It is a front door like the HTTP API: it consumes through
 //! the `Broker` trait (pull, ack, nack), so everything the broker guarantees (durable pending
-//! deliveries, retries, dead letters, ordering by key) holds for pushes too.
+//! deliveries, retries, dead letters, ordering by key) holds for pushes too. Resends asked for
+//! over the API wait in the broker too, and go out through the same loops.
 
 mod announce;
 mod endpoint;
 mod gate;
 mod recorder;
 mod request;
+mod resend;
 mod settler;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opal_core::{Broker, Clock, EndpointState, PushConfig, SubscriptionName};
+use opal_core::{Broker, Clock, EndpointState, PushConfig, SubscriptionName, TopicName};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -115,6 +117,7 @@ pub fn spawn(
 }
 
 struct Running {
+    topic: TopicName,
     config: watch::Sender<Arc<PushConfig>>,
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -151,18 +154,20 @@ fn reconcile(
     ctx: &Arc<Context>,
     shutdown: &CancellationToken,
     running: &mut HashMap<SubscriptionName, Running>,
-    mut wanted: HashMap<SubscriptionName, PushConfig>,
+    mut wanted: HashMap<SubscriptionName, (TopicName, PushConfig)>,
 ) {
     running.retain(|name, r| match wanted.remove(name) {
-        Some(config) if !r.task.is_finished() => {
+        Some((topic, config)) if !r.task.is_finished() && topic == r.topic => {
             if **r.config.borrow() != config {
                 r.config.send_replace(Arc::new(config));
             }
             true
         }
-        Some(config) => {
-            // Its loop ended by itself (the subscription was briefly gone); start it again.
-            wanted.insert(name.clone(), config);
+        Some(endpoint) => {
+            // Its loop ended by itself (the subscription was briefly gone), or the name now
+            // reads another topic (deleted and created again): start it afresh.
+            r.stop.cancel();
+            wanted.insert(name.clone(), endpoint);
             false
         }
         None => {
@@ -170,12 +175,13 @@ fn reconcile(
             false
         }
     });
-    for (name, config) in wanted {
+    for (name, (topic, config)) in wanted {
         let (tx, rx) = watch::channel(Arc::new(config));
         let stop = shutdown.child_token();
         tracing::info!(subscription = %name, "push endpoint started");
         let endpoint = Endpoint {
             name: name.clone(),
+            topic: topic.clone(),
             config: rx,
             ctx: Arc::clone(ctx),
             stop: stop.clone(),
@@ -184,6 +190,7 @@ fn reconcile(
         running.insert(
             name,
             Running {
+                topic,
                 config: tx,
                 stop,
                 task,
@@ -192,10 +199,10 @@ fn reconcile(
     }
 }
 
-/// Every push subscription whose endpoint is enabled.
+/// Every push subscription whose endpoint is enabled, with its topic.
 async fn enabled_endpoints(
     broker: &dyn Broker,
-) -> Result<HashMap<SubscriptionName, PushConfig>, opal_core::BrokerError> {
+) -> Result<HashMap<SubscriptionName, (TopicName, PushConfig)>, opal_core::BrokerError> {
     let mut out = HashMap::new();
     let mut after = None;
     loop {
@@ -208,7 +215,7 @@ async fn enabled_endpoints(
             if let Some(push) = s.config.push
                 && matches!(push.state, EndpointState::Enabled)
             {
-                out.insert(s.name, push);
+                out.insert(s.name, (s.config.topic, push));
             }
         }
         if !full {

@@ -3,5 +3,6 @@
 mod delivery;
 mod failures;
 mod flow;
+mod resend;
 mod support;
 mod tasks;

@@ -22,6 +22,7 @@ mod messages;
 pub(crate) mod pagination;
 pub(crate) mod publish_formats;
 pub(crate) mod push;
+pub(crate) mod resend;
 mod revision;
 pub(crate) mod spec;
 pub(crate) mod subscription_settings;
@@ -89,4 +90,5 @@ pub(crate) fn v1_router() -> Router<AppState> {
         .merge(audit::router())
         .merge(push::router())
         .merge(tasks::router())
+        .merge(resend::router())
 }

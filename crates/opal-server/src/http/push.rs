@@ -350,7 +350,7 @@ fn secret_view(config: &PushConfig, now: Timestamp) -> SecretView {
 }
 
 /// `409`: the request is fine, the subscription's state (pull, not push) does not allow it.
-fn not_push(name: &str) -> Problem {
+pub(super) fn not_push(name: &str) -> Problem {
     Problem::new(
         crate::problem::ProblemKind::Conflict,
         format!("subscription {name} has no push endpoint"),

@@ -375,6 +375,16 @@ fn table() -> Vec<Route> {
         ),
         // Tasks.
         route("GET", "/v1/tasks/{message_id}", "/v1/tasks/{task}", Read).other_app_answers(404),
+        // No read shows the resend queue (and `hooked` has no attempts to queue), but every
+        // resend is in the audit trail, which the comparisons read.
+        route(
+            "POST",
+            "/v1/subscriptions/{subscription}/resend",
+            "/v1/subscriptions/{p}hooked/resend",
+            Manage,
+        )
+        .body(|_| Some(json!({"since": "2026-11-27T00:00:00Z"})))
+        .changes(),
         // Consuming.
         route(
             "POST",

@@ -1,8 +1,12 @@
 //! Push subscriptions over HTTP: the `push` member of create, update and view, the signing
-//! secret, and the attempt log. No dispatcher runs here (the binary starts it), so no URL is
+//! secret, the attempt log, and resend and recover (queued only: attempts are logged through
+//! the broker). No dispatcher runs here (the binary starts it), so no URL is
 //! ever called; hosts are names that are not resolved, or loopback literals.
 
+use jiff::Timestamp;
+use opal_core::{AttemptStatus, PushAttempt};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::support::TestApp;
 
@@ -337,4 +341,179 @@ async fn the_attempt_log_is_empty_then_paged_and_filtered() {
     }
     let missing = app.get("/v1/subscriptions/nope/attempts").await;
     assert_eq!(missing.status, 404);
+}
+
+/// The stored name of the admin's subscription `short`.
+fn stored(short: &str) -> opal_core::SubscriptionName {
+    opal_core::SubscriptionName::qualified(&opal_core::AppName::default_app(), short).unwrap()
+}
+
+/// An attempt of `message` (at `offset` of partition 0), logged now.
+fn logged(message: Uuid, offset: u64, ok: bool) -> PushAttempt {
+    PushAttempt {
+        id: Uuid::now_v7(),
+        message_id: message,
+        partition: 0,
+        offset,
+        attempt: 1,
+        at: Timestamp::now(),
+        url: URL.into(),
+        status: if ok {
+            AttemptStatus::Succeeded
+        } else {
+            AttemptStatus::Failed
+        },
+        status_code: Some(if ok { 200 } else { 500 }),
+        latency_ms: 3,
+        response: String::new(),
+        error: None,
+    }
+}
+
+/// Logs attempts one by one, a few milliseconds apart, so their ids and times keep that order.
+async fn log(app: &TestApp, attempts: Vec<PushAttempt>) {
+    for a in attempts {
+        let a = PushAttempt {
+            id: Uuid::now_v7(),
+            at: Timestamp::now(),
+            ..a
+        };
+        app.broker
+            .record_push_attempts(&stored("hook"), vec![a])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+}
+
+async fn queued_offsets(app: &TestApp) -> Vec<u64> {
+    let due = app.broker.due_resends(&stored("hook"), 100).await.unwrap();
+    let mut offsets: Vec<u64> = due.iter().map(|r| r.offset).collect();
+    offsets.sort_unstable();
+    offsets
+}
+
+#[tokio::test]
+async fn resend_requests_are_validated() {
+    let app = push_app().await;
+    app.create_subscription("hook", json!({"topic": "orders", "push": {"url": URL}}))
+        .await;
+    app.create_subscription("pulled", json!({"topic": "orders"}))
+        .await;
+    let id = Uuid::now_v7().to_string();
+    let t = "2026-11-27T13:00:00Z";
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({}), ""),
+        (json!({"message_id": id, "since": t}), ""),
+        (json!({"until": t}), ""),
+        (json!({"message_id": "nope"}), "/message_id"),
+        (json!({"since": "yesterday"}), "/since"),
+        (json!({"message_id": id, "until": t}), "/until"),
+        (
+            json!({"since": t, "until": "2026-11-27T12:00:00Z"}),
+            "/until",
+        ),
+        (json!({"since": t, "colour": "red"}), ""),
+    ];
+    for (body, pointer) in cases {
+        let response = app
+            .json("POST", "/v1/subscriptions/hook/resend", body.clone())
+            .await;
+        let problem = response.problem(400, "invalid-request");
+        let got = problem["errors"][0]["pointer"].as_str().unwrap_or_default();
+        assert!(
+            got.starts_with(pointer),
+            "{body}: pointer {got}, expected {pointer}: {problem}"
+        );
+    }
+    let unknown = app
+        .json(
+            "POST",
+            "/v1/subscriptions/hook/resend",
+            json!({"message_id": id}),
+        )
+        .await;
+    let problem = unknown.problem(404, "not-found");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("attempt log"),
+        "{problem}"
+    );
+    let missing = app
+        .json("POST", "/v1/subscriptions/nope/resend", json!({"since": t}))
+        .await;
+    missing.problem(404, "not-found");
+    let pull = app
+        .json(
+            "POST",
+            "/v1/subscriptions/pulled/resend",
+            json!({"since": t}),
+        )
+        .await;
+    pull.problem(409, "conflict");
+    assert!(queued_offsets(&app).await.is_empty(), "nothing was queued");
+}
+
+#[tokio::test]
+async fn resend_and_recover_queue_what_the_attempt_log_names() {
+    let app = push_app().await;
+    app.create_subscription("hook", json!({"topic": "orders", "push": {"url": URL}}))
+        .await;
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    // The log keeps milliseconds: each boundary is a few of them away from any attempt.
+    let since = Timestamp::now();
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    log(&app, vec![logged(c, 2, false)]).await;
+    let cut = Timestamp::now();
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    log(
+        &app,
+        vec![
+            logged(a, 0, false),
+            logged(b, 1, false),
+            logged(a, 0, true),
+            logged(b, 1, false),
+        ],
+    )
+    .await;
+    let resend = async |body: Value| {
+        let response = app
+            .json("POST", "/v1/subscriptions/hook/resend", body)
+            .await;
+        assert_eq!(response.status, 202, "{}", response.text());
+        response.json()
+    };
+
+    // b and c failed last; a succeeded after failing.
+    let all = resend(json!({"since": since.to_string()})).await;
+    assert_eq!(all, json!({"queued": 2}));
+    assert_eq!(queued_offsets(&app).await, vec![1, 2]);
+    let before_cut = resend(json!({"since": since.to_string(), "until": cut.to_string()})).await;
+    assert_eq!(
+        before_cut,
+        json!({"queued": 1}),
+        "only c failed before the cut"
+    );
+    let after_cut = resend(json!({"since": cut.to_string()})).await;
+    assert_eq!(
+        after_cut,
+        json!({"queued": 1}),
+        "only b failed after the cut"
+    );
+    assert_eq!(queued_offsets(&app).await, vec![1, 2], "each waits once");
+
+    // A delivered message can be resent too.
+    let one = resend(json!({"message_id": a})).await;
+    assert_eq!(one, json!({"queued": 1}));
+    assert_eq!(queued_offsets(&app).await, vec![0, 1, 2]);
+    let nothing = resend(json!({"since": Timestamp::now().to_string()})).await;
+    assert_eq!(nothing, json!({"queued": 0}));
+
+    let audit = app.read("/v1/audit").await;
+    let resends = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "subscription.resend")
+        .count();
+    assert_eq!(resends, 5, "{audit}");
 }

@@ -22,6 +22,8 @@ pub(crate) const KEY: &str = "opal_test_admin-key";
 #[derive(Clone)]
 pub(crate) struct TestApp {
     router: Router,
+    /// The broker behind the server, for what no route does (log attempts, read resends).
+    pub(crate) broker: Arc<dyn opal_core::Broker>,
     pub(crate) shutdown: CancellationToken,
     _dir: Arc<TempDir>,
 }
@@ -38,9 +40,10 @@ impl TestApp {
         adjust(&mut config);
         let shutdown = CancellationToken::new();
         let broker = Arc::new(broker);
-        let router = opal_server::router(config, broker.clone(), broker, shutdown.clone());
+        let router = opal_server::router(config, broker.clone(), broker.clone(), shutdown.clone());
         TestApp {
             router,
+            broker,
             shutdown,
             _dir: Arc::new(dir),
         }
