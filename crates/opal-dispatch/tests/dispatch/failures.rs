@@ -211,3 +211,63 @@ async fn the_ssrf_guard_refuses_a_loopback_endpoint_end_to_end() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.count(), 0, "the guarded receiver was never called");
 }
+
+/// On a manual clock the schedule's waits pass only when the clock moves: the second attempt
+/// comes after 60 s (±20 %) of broker time, not before, whatever real time passes.
+#[tokio::test]
+async fn the_schedule_waits_on_the_brokers_clock() {
+    let clock = opal_core::Clock::manual("2026-11-27T12:00:00Z".parse().unwrap());
+    let h = Harness::with_clock(settings(LOOPBACK_ONLY), clock.clone()).await;
+    let receiver = Receiver::start(|n, _| async move {
+        if n == 0 {
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        } else {
+            StatusCode::OK.into_response()
+        }
+    })
+    .await;
+    let (push, _) = endpoint(&receiver.url(), &[0, 60_000]);
+    let sub = h.push("hook", push, |_| {}).await;
+    h.publish(vec![text("x")]).await;
+    receiver.wait_for_posts(1).await;
+    clock.advance(Duration::from_millis(47_000));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.count(), 1, "not before 80 % of the wait");
+    clock.advance(Duration::from_millis(26_000));
+    receiver.wait_for_posts(2).await;
+    let (_, stats) = h.broker.get_subscription(&sub).await.unwrap();
+    assert_eq!(stats.redelivered, 1);
+}
+
+/// An endpoint whose every attempt fails for the configured period is disabled, and its owner
+/// told, even without a 410.
+#[tokio::test]
+async fn an_endpoint_failing_for_too_long_is_disabled() {
+    let mut s = settings(LOOPBACK_ONLY);
+    s.disable_after = Duration::from_millis(600);
+    let h = Harness::with(s).await;
+    let receiver =
+        Receiver::start(|_, _| async { StatusCode::INTERNAL_SERVER_ERROR.into_response() }).await;
+    let (push, _) = endpoint(
+        &receiver.url(),
+        &[0, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100],
+    );
+    let sub = h.push("hook", push, |_| {}).await;
+    h.publish(vec![text("x")]).await;
+    let reason = eventually("the endpoint is disabled", async || {
+        let (s, _) = h.broker.get_subscription(&sub).await.unwrap();
+        match s.config.push.unwrap().state {
+            EndpointState::Disabled { reason, .. } => Some(reason),
+            EndpointState::Enabled => None,
+        }
+    })
+    .await;
+    assert!(reason.contains("every attempt failed"), "{reason}");
+    let events = h
+        .read_all(&opal_core::TopicName::new("acme/opal.events").unwrap())
+        .await;
+    assert_eq!(events.len(), 1, "one operational event");
+    let count = receiver.count();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.count(), count, "no attempt once disabled");
+}

@@ -173,9 +173,15 @@ impl Harness {
     }
 
     pub(crate) async fn with(settings: DispatcherSettings) -> Harness {
+        Harness::with_clock(settings, Clock::system()).await
+    }
+
+    /// The broker and the dispatcher on `clock` (a manual one moves only when a test says).
+    pub(crate) async fn with_clock(settings: DispatcherSettings, clock: Clock) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let broker: Arc<dyn Broker> =
-            Arc::new(EmbeddedBroker::open(EmbeddedConfig::new(dir.path())).unwrap());
+        let mut config = EmbeddedConfig::new(dir.path());
+        config.clock = clock.clone();
+        let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::open(config).unwrap());
         let topic = TopicName::new("acme/orders").unwrap();
         broker
             .create_topic(&topic, TopicConfig::default())
@@ -183,8 +189,7 @@ impl Harness {
             .unwrap();
         let stop = CancellationToken::new();
         let task =
-            opal_dispatch::spawn(Arc::clone(&broker), Clock::system(), settings, stop.clone())
-                .unwrap();
+            opal_dispatch::spawn(Arc::clone(&broker), clock, settings, stop.clone()).unwrap();
         Harness {
             broker,
             topic,
