@@ -206,7 +206,12 @@ async fn dispatch(s: &Setup, round: usize, n: u64, counts: &Counts) -> f64 {
         .unwrap();
     let mut left = n;
     while left > 0 {
-        let batch = left.min(1_000);
+        let batch = left.min(
+            std::env::var("BATCH")
+                .ok()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(1_000),
+        );
         let messages = (0..batch).map(|_| message(false)).collect();
         s.broker.publish(&topic, messages).await.unwrap();
         left -= batch;

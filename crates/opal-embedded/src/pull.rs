@@ -114,7 +114,10 @@ impl EmbeddedBroker {
             'partition: while out.len() < max
                 && state.cursors[partition as usize].held_count() < HOLD_LIMIT
             {
-                let messages = topic.read(partition, state.cursors[partition as usize].next())?;
+                // A little more than is missing: some may be filtered out or held by a key.
+                let want = (max - out.len()).saturating_mul(2).max(16);
+                let messages =
+                    topic.read_up_to(partition, state.cursors[partition as usize].next(), want)?;
                 if messages.is_empty() {
                     break;
                 }

@@ -19,6 +19,8 @@ use crate::{EmbeddedError, codec};
 
 /// Upper bound on the bytes read from a log in one go when filling a pull.
 const READ_CHUNK_BYTES: usize = 1024 * 1024;
+/// The bytes a bounded read plans per message it wants; larger messages take more reads.
+const READ_BYTES_PER_MESSAGE: usize = 1024;
 
 /// No delayed message pending.
 pub(crate) const NOTHING_SCHEDULED: i64 = i64::MAX;
@@ -168,10 +170,26 @@ impl OpenTopic {
 
     /// Messages of one partition from `offset` on (at most about one read chunk).
     pub(crate) fn read(&self, partition: u32, offset: u64) -> Result<Vec<Message>, EmbeddedError> {
-        let records = self.log(partition).read(offset, READ_CHUNK_BYTES)?;
+        self.read_up_to(partition, offset, usize::MAX)
+    }
+
+    /// At most `limit` messages of one partition from `offset` on. The log is read in whole
+    /// batches, but only as many bytes as `limit` small messages need (at least one batch),
+    /// and only `limit` records become messages: a pull of ten should not decode a megabyte.
+    pub(crate) fn read_up_to(
+        &self,
+        partition: u32,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, EmbeddedError> {
+        let budget = limit
+            .saturating_mul(READ_BYTES_PER_MESSAGE)
+            .clamp(1, READ_CHUNK_BYTES);
+        let records = self.log(partition).read_at_most(offset, budget, limit)?;
         records
             .into_iter()
             .filter(|r| r.offset >= offset)
+            .take(limit)
             .map(|r| codec::to_message(&self.name, partition, r))
             .collect()
     }

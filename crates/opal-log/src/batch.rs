@@ -278,14 +278,15 @@ fn open_records(
 pub(crate) fn verify(batch: &[u8], keys: Option<&Keyring>) -> Result<BatchHeader, Reject> {
     let header = check(batch)?;
     match open_records(batch, &header, keys)? {
-        None => walk_records(&batch[HEADER_LEN..], &header, |_| Ok(()))?,
-        Some(records) => walk_records(&records, &header, |_| Ok(()))?,
+        None => walk_records(&batch[HEADER_LEN..], &header, |_| Ok(true))?,
+        Some(records) => walk_records(&records, &header, |_| Ok(true))?,
     }
     Ok(header)
 }
 
 /// Decodes the records at or after `from_offset` of a checked batch. They share the memory of
 /// `batch` (or of its decrypted records).
+#[cfg(test)]
 pub(crate) fn decode_into(
     batch: &Bytes,
     header: &BatchHeader,
@@ -293,13 +294,29 @@ pub(crate) fn decode_into(
     from_offset: u64,
     out: &mut Vec<StoredRecord>,
 ) -> Result<(), Reject> {
+    decode_at_most(batch, header, keys, from_offset, usize::MAX, out)
+}
+
+/// As [`decode_into`], stopping once `out` holds `max_records`: the records after them are not
+/// decoded (the batch's CRC, checked before, already vouches for their bytes).
+pub(crate) fn decode_at_most(
+    batch: &Bytes,
+    header: &BatchHeader,
+    keys: Option<&Keyring>,
+    from_offset: u64,
+    max_records: usize,
+    out: &mut Vec<StoredRecord>,
+) -> Result<(), Reject> {
+    if out.len() >= max_records {
+        return Ok(());
+    }
     let records = match open_records(batch, header, keys)? {
         None => batch.slice(HEADER_LEN..),
         Some(records) => records.freeze(),
     };
     walk_records(&records, header, |raw| {
         if raw.offset < from_offset {
-            return Ok(());
+            return Ok(true);
         }
         let mut headers = Vec::with_capacity(raw.header_count.min(raw.headers.len() / 2));
         let mut pos = 0;
@@ -318,7 +335,7 @@ pub(crate) fn decode_into(
                 value: records.slice_ref(raw.value),
             },
         });
-        Ok(())
+        Ok(out.len() < max_records)
     })?;
     Ok(())
 }
@@ -363,7 +380,7 @@ fn header_pair<'a>(buf: &'a [u8], pos: &mut usize) -> Result<(&'a [u8], &'a [u8]
 fn walk_records<'a>(
     records: &'a [u8],
     header: &BatchHeader,
-    mut visit: impl FnMut(RawRecord<'a>) -> Result<(), Invalid>,
+    mut visit: impl FnMut(RawRecord<'a>) -> Result<bool, Invalid>,
 ) -> Result<(), Invalid> {
     let mut pos = 0;
     let mut max_ts = i64::MIN;
@@ -392,7 +409,7 @@ fn walk_records<'a>(
         if p != body.len() {
             return Err("record length does not match its fields");
         }
-        visit(RawRecord {
+        let more = visit(RawRecord {
             offset: header.base_offset + u64::from(i),
             timestamp_ms,
             key,
@@ -400,6 +417,10 @@ fn walk_records<'a>(
             header_count: usize::try_from(header_count).unwrap_or(usize::MAX),
             value,
         })?;
+        if !more {
+            // The caller has what it wanted; the checks below are for whole walks.
+            return Ok(());
+        }
     }
     if pos != records.len() {
         return Err("bytes left over after the last record");

@@ -67,6 +67,31 @@ fn decode_skips_records_before_the_wanted_offset() {
 }
 
 #[test]
+fn decode_at_most_stops_once_it_has_enough() {
+    let records: Vec<Record> = (0..6)
+        .map(|i| record(i, None, &[], &i.to_string()))
+        .collect();
+    let mut buf = Vec::new();
+    encode_into(&mut buf, 10, &records, None).unwrap();
+    let bytes = Bytes::from(buf);
+    let header = check(&bytes).unwrap();
+    let mut out = Vec::new();
+    decode_at_most(&bytes, &header, None, 11, 2, &mut out).unwrap();
+    assert_eq!(
+        out.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![11, 12]
+    );
+    // Counting what `out` already holds: nothing more once it is full.
+    decode_at_most(&bytes, &header, None, 13, 2, &mut out).unwrap();
+    assert_eq!(out.len(), 2);
+    decode_at_most(&bytes, &header, None, 13, 3, &mut out).unwrap();
+    assert_eq!(
+        out.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![11, 12, 13]
+    );
+}
+
+#[test]
 fn every_flipped_bit_is_detected() {
     let records = vec![record(7, Some("key"), &[("h", "v")], "value")];
     let mut buf = Vec::new();

@@ -175,7 +175,18 @@ impl Log {
     ///
     /// Records before `offset` in the first batch are skipped; `max_bytes` counts encoded batches.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>, LogError> {
-        reader::read(&self.inner.shared, offset, max_bytes)
+        reader::read(&self.inner.shared, offset, max_bytes, usize::MAX)
+    }
+
+    /// As [`Log::read`], returning at most `max_records` records: the batch holding the last of
+    /// them is not decoded past it.
+    pub fn read_at_most(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_records: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        reader::read(&self.inner.shared, offset, max_bytes, max_records.max(1))
     }
 
     /// First offset whose batch's max timestamp is >= `timestamp_ms`, or None if past the end.

@@ -112,3 +112,37 @@ fn debug_output_stays_short() {
         "{text}"
     );
 }
+
+#[test]
+fn read_at_most_returns_that_many_across_batches_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_max_bytes: 4 * 1024,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    for _ in 0..20 {
+        log.append_blocking((0..10).map(|_| record(&[b'x'; 100])).collect())
+            .unwrap();
+    }
+    let all = log.read(0, usize::MAX).unwrap();
+    assert_eq!(all.len(), 200);
+    for (from, max) in [
+        (0, 1),
+        (3, 7),
+        (5, 10),
+        (9, 35),
+        (150, 100),
+        (199, 5),
+        (0, 1000),
+    ] {
+        let got = log.read_at_most(from, usize::MAX, max).unwrap();
+        let offsets: Vec<u64> = got
+            .iter()
+            .map(|r| r.offset)
+            .filter(|&o| o >= from)
+            .collect();
+        let want: Vec<u64> = (from..200).take(max).collect();
+        assert_eq!(offsets, want, "from {from}, at most {max}");
+    }
+}

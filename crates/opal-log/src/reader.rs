@@ -35,7 +35,12 @@ enum Lookup {
 
 /// What `Log::read` returns: whole batches from the one holding `offset`, while they fit in
 /// `max_bytes` (the first always does), across segments.
-pub(crate) fn read(shared: &Shared, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+pub(crate) fn read(
+    shared: &Shared,
+    offset: u64,
+    max_bytes: usize,
+    max_records: usize,
+) -> Result<Vec<StoredRecord>> {
     shared.ensure_open()?;
     let mut out = Vec::new();
     let mut used = 0usize;
@@ -44,9 +49,16 @@ pub(crate) fn read(shared: &Shared, offset: u64, max_bytes: usize) -> Result<Vec
         let step = segment_for_offset(shared, offset).and_then(|target| match target {
             None => Ok(None),
             Some(target) => {
-                let finished =
-                    read_segment(shared, &target, offset, max_bytes, &mut used, &mut out)?;
-                Ok(finished.then_some(target.meta.next_offset))
+                let finished = read_segment(
+                    shared,
+                    &target,
+                    offset,
+                    max_bytes,
+                    max_records,
+                    &mut used,
+                    &mut out,
+                )?;
+                Ok((finished && out.len() < max_records).then_some(target.meta.next_offset))
             }
         });
         match step {
@@ -207,6 +219,7 @@ fn read_segment(
     target: &Target,
     offset: u64,
     max_bytes: usize,
+    max_records: usize,
     used: &mut usize,
     out: &mut Vec<StoredRecord>,
 ) -> Result<bool> {
@@ -242,6 +255,9 @@ fn read_segment(
         pos += u64::from(header.len);
     }
     while pos < end {
+        if out.len() >= max_records {
+            return Ok(false);
+        }
         let header = read_header(&file, &mut window, pos, end, preferred, &path)?;
         let len = header.len as usize;
         if *used > 0 && used.saturating_add(len) > max_bytes {
@@ -252,12 +268,18 @@ fn read_segment(
             .map_err(|e| LogError::io(&path, e))?;
         let checked =
             batch::check(&bytes).map_err(|reason| LogError::corrupt(&path, pos, reason))?;
-        batch::decode_into(&bytes, &checked, shared.config.keys(), offset, out).map_err(
-            |reject| match reject {
-                Reject::Invalid(reason) => LogError::corrupt(&path, pos, reason),
-                Reject::Decrypt(failure) => LogError::decrypt(&path, pos, failure),
-            },
-        )?;
+        batch::decode_at_most(
+            &bytes,
+            &checked,
+            shared.config.keys(),
+            offset,
+            max_records,
+            out,
+        )
+        .map_err(|reject| match reject {
+            Reject::Invalid(reason) => LogError::corrupt(&path, pos, reason),
+            Reject::Decrypt(failure) => LogError::decrypt(&path, pos, failure),
+        })?;
         *used = used.saturating_add(len);
         pos += len as u64;
     }
