@@ -57,6 +57,18 @@ pub(super) struct Shared {
     pub(super) resends: Mutex<Book>,
     /// Told when a resend's retry time is set, so a waiting pull gives way to it then.
     pub(super) resend_timer: Notify,
+    /// The endpoint's URL and secrets, parsed once per configuration rather than per attempt.
+    parsed: Mutex<Option<Parsed>>,
+}
+
+/// What [`Shared::push`] would otherwise parse on every attempt.
+struct Parsed {
+    /// The configuration it was parsed from.
+    config: Arc<PushConfig>,
+    url: Option<Url>,
+    secrets: Arc<Vec<SigningSecret>>,
+    /// When a secret of the list stops signing (then the list is made again).
+    until: Timestamp,
 }
 
 impl Endpoint {
@@ -73,6 +85,7 @@ impl Endpoint {
             announcer: self.ctx.announcer.clone(),
             resends: Mutex::new(Book::new(Instant::now())),
             resend_timer: Notify::new(),
+            parsed: Mutex::new(None),
         });
         let mut attempts = JoinSet::new();
         let mut validated = false;
@@ -253,7 +266,7 @@ impl Shared {
         }
     }
 
-    async fn attempt(&self, config: &PushConfig, delivery: Delivery) {
+    async fn attempt(&self, config: &Arc<PushConfig>, delivery: Delivery) {
         let outcome = self.push(config, &delivery.message, delivery.attempt).await;
         // A callback URL asking to be left alone says nothing about the other URLs.
         let gone_callback = outcome == Outcome::Gone && config.url_attribute.is_some();
@@ -282,25 +295,59 @@ impl Shared {
 
     /// POSTs `message` as its `attempt`-th attempt, logs the attempt, and tells the gate how
     /// it went; a 410 or failing for too long disables the endpoint.
-    pub(super) async fn push(
+    /// The endpoint's parsed URL and live secrets at `now`, from the cache when still valid.
+    fn parsed(
         &self,
-        config: &PushConfig,
-        message: &Message,
-        attempt: u32,
-    ) -> Outcome {
-        let now = self.ctx.clock.now();
+        config: &Arc<PushConfig>,
+        now: Timestamp,
+    ) -> (Option<Url>, Arc<Vec<SigningSecret>>) {
+        let mut cache = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = cache.as_ref()
+            && Arc::ptr_eq(&p.config, config)
+            && now < p.until
+        {
+            return (p.url.clone(), Arc::clone(&p.secrets));
+        }
         let secrets: Vec<SigningSecret> = config
             .signing_secrets(now)
             .filter_map(|s| SigningSecret::parse(&s.secret).ok())
             .collect();
+        let until = config
+            .signing_secrets(now)
+            .filter_map(|s| s.expires_at)
+            .min()
+            .unwrap_or(Timestamp::MAX);
+        let parsed = Parsed {
+            config: Arc::clone(config),
+            url: Url::parse(&config.url).ok(),
+            secrets: Arc::new(secrets),
+            until,
+        };
+        let out = (parsed.url.clone(), Arc::clone(&parsed.secrets));
+        *cache = Some(parsed);
+        out
+    }
+
+    pub(super) async fn push(
+        &self,
+        config: &Arc<PushConfig>,
+        message: &Message,
+        attempt: u32,
+    ) -> Outcome {
+        let now = self.ctx.clock.now();
+        let (endpoint_url, secrets) = self.parsed(config, now);
         let prepared = request::prepare(config, &secrets, message, attempt, now);
         let url = match &config.url_attribute {
             // Task callbacks: each message names its own URL.
             Some(name) => message.attributes.get(name).cloned().unwrap_or_default(),
             None => config.url.clone(),
         };
+        let parsed = match (&config.url_attribute, endpoint_url) {
+            (None, Some(parsed)) => Ok(parsed),
+            _ => Url::parse(&url),
+        };
         let started = Instant::now();
-        let result = match Url::parse(&url) {
+        let result = match parsed {
             Ok(parsed) => {
                 self.ctx
                     .client

@@ -4,6 +4,7 @@
 //! never in the subscription's ack state.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -90,7 +91,7 @@ impl Shared {
     /// One attempt of a resend, then its settlement: dropped once delivered, after the
     /// schedule's last attempt, or when its message is gone; otherwise kept for the next wait
     /// of the schedule.
-    pub(super) async fn resend(&self, config: &PushConfig, resend: Resend) {
+    pub(super) async fn resend(&self, config: &Arc<PushConfig>, resend: Resend) {
         let target = resend.target();
         let next = match self.read(target).await {
             Ok(Some(message)) => self.resend_message(config, &message, resend).await,
@@ -131,7 +132,7 @@ impl Shared {
     /// POSTs a resend's message; the wait before its next attempt, if it gets one.
     async fn resend_message(
         &self,
-        config: &PushConfig,
+        config: &Arc<PushConfig>,
         message: &Message,
         resend: Resend,
     ) -> Option<Duration> {
