@@ -170,7 +170,8 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
         ack_ids: &[AckId],
     ) -> Result<Vec<Option<Message>>, BrokerError>;
 
-    /// Stores a task, replacing the one with its id (durable on return). Backends create the
+    /// Stores a task, replacing the one with its id (durable on return), kept for the
+    /// backend's task retention after its `updated_at` (which sets `expires_at`). Backends create the
     /// task of a message published with a callback, and move it to `in_progress` when it is
     /// delivered and to `dead_lettered` (telling its callback) when it is dead-lettered.
     async fn put_task(&self, task: Task) -> Result<(), BrokerError>;

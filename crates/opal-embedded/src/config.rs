@@ -19,6 +19,8 @@ pub struct EmbeddedConfig {
     /// sealed with the current key. `None` (the default) stores plaintext; a directory that
     /// holds encrypted data then refuses to open.
     pub encryption: Option<Keyring>,
+    /// How long a task (and its result) is kept after its last change.
+    pub task_ttl_ms: u64,
 }
 
 impl EmbeddedConfig {
@@ -30,6 +32,7 @@ impl EmbeddedConfig {
             segment_max_bytes: 128 * 1024 * 1024,
             clock: Clock::system(),
             encryption: None,
+            task_ttl_ms: opal_core::task::DEFAULT_RESULT_TTL_MS,
         }
     }
 }

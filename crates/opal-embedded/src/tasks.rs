@@ -103,25 +103,36 @@ fn task_of(id: u128, row: TaskRow) -> Result<Task, EmbeddedError> {
 }
 
 impl MetaStore {
-    /// Stores tasks (replacing those with their ids) and forgets a few expired ones.
+    /// Stores tasks (replacing those with their ids), each kept `ttl_ms` after its last
+    /// change, and forgets a few expired ones.
     pub(crate) fn put_tasks(
         &self,
         tasks: &[Task],
         now_ms: i64,
+        ttl_ms: u64,
         durable: bool,
     ) -> Result<(), EmbeddedError> {
         let rows = tasks
             .iter()
             .map(|t| {
                 let id = t.id.as_u128();
-                Ok((id, t, self.sealing.encode(&aad(id), &row_of(t))?))
+                let mut row = row_of(t);
+                row.expires_ms = row
+                    .updated_ms
+                    .saturating_add(ttl_ms.min(i64::MAX as u64) as i64);
+                Ok((
+                    id,
+                    row.expires_ms,
+                    self.sealing.encode(&aad(id), &row)?,
+                    t.callback_due(),
+                ))
             })
             .collect::<Result<Vec<_>, EmbeddedError>>()?;
         self.write_with(durable, |txn| {
             let mut table = txn.open_table(TASKS)?;
             let mut owing = txn.open_table(OWING)?;
             let mut expiry = txn.open_table(EXPIRY)?;
-            for (id, task, row) in &rows {
+            for (id, expires_ms, row, callback_due) in &rows {
                 let old = table
                     .insert(*id, row.as_slice())?
                     .map(|v| v.value().to_vec());
@@ -129,8 +140,8 @@ impl MetaStore {
                     let old: TaskRow = self.sealing.decode("task", &aad(*id), &old)?;
                     expiry.remove((old.expires_ms, *id))?;
                 }
-                expiry.insert((task.expires_at.as_millisecond(), *id), ())?;
-                if task.callback_due() {
+                expiry.insert((*expires_ms, *id), ())?;
+                if *callback_due {
                     owing.insert(*id, ())?;
                 } else {
                     owing.remove(*id)?;
@@ -192,7 +203,8 @@ impl EmbeddedBroker {
         }
         let meta = Arc::clone(&self.inner.meta);
         let now = self.inner.clock.now_ms();
-        blocking(move || meta.put_tasks(&tasks, now, durable)).await
+        let ttl = self.inner.config.task_ttl_ms;
+        blocking(move || meta.put_tasks(&tasks, now, ttl, durable)).await
     }
 
     pub(crate) async fn load_task(&self, id: Uuid) -> Result<Option<Task>, EmbeddedError> {
@@ -251,11 +263,6 @@ impl EmbeddedBroker {
             task.state = TaskState::DeadLettered;
             task.attempts = task.attempts.max(attempt);
             task.updated_at = now;
-            task.expires_at = now
-                .checked_add(jiff::SignedDuration::from_millis(
-                    opal_core::task::DEFAULT_RESULT_TTL_MS as i64,
-                ))
-                .unwrap_or(Timestamp::MAX);
             tasks.push(task);
         }
         if tasks.is_empty() {

@@ -122,6 +122,16 @@ pub(crate) struct ServeArgs {
     pub(crate) tls: TlsArgs,
     #[command(flatten)]
     pub(crate) push: PushArgs,
+
+    /// How long a task and its result are kept after the task's last change, in seconds.
+    #[arg(
+        long,
+        env = "OPAL_TASK_RESULT_TTL_S",
+        value_name = "S",
+        default_value_t = 7 * 24 * 3600,
+        value_parser = clap::value_parser!(u64).range(1..=365 * 24 * 3600)
+    )]
+    pub(crate) task_result_ttl_s: u64,
 }
 
 /// Push subscriptions (outbound webhooks).

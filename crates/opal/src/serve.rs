@@ -38,6 +38,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = EmbeddedConfig::new(&args.data_dir);
     config.fsync = args.fsync;
     config.segment_max_bytes = args.segment_max_bytes;
+    config.task_ttl_ms = args.task_result_ttl_s.saturating_mul(1_000);
     config.encryption = args
         .encryption_key_file
         .as_deref()
