@@ -34,6 +34,22 @@ pub(crate) struct Recorded {
 }
 
 impl Recorded {
+    /// Checks the Standard Webhooks signature with `secret`, as a receiver would now.
+    pub(crate) fn verify(
+        &self,
+        secret: &opal_dispatch::SigningSecret,
+    ) -> Result<(), opal_dispatch::DispatchError> {
+        opal_dispatch::verify(
+            secret,
+            self.header("webhook-id"),
+            self.header("webhook-timestamp"),
+            self.header("webhook-signature"),
+            &self.body,
+            jiff::Timestamp::now().as_second(),
+            Duration::from_secs(60),
+        )
+    }
+
     pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)

@@ -10,7 +10,7 @@ use opal_core::task::ack_with_results;
 use opal_core::{
     Callback, StartPosition, SubscriptionConfig, SubscriptionName, TaskResult, TaskState,
 };
-use opal_dispatch::{SigningSecret, verify};
+use opal_dispatch::SigningSecret;
 
 use crate::support::*;
 
@@ -77,16 +77,8 @@ async fn results_reach_each_tasks_callback_url_signed() {
     let got = first.wait_for_posts(1).await.remove(0);
     let retried = second.wait_for_posts(2).await;
     for (post, id, state) in [(&got, ids[0], "succeeded"), (&retried[1], ids[1], "failed")] {
-        verify(
-            &secret,
-            post.header("webhook-id"),
-            post.header("webhook-timestamp"),
-            post.header("webhook-signature"),
-            &post.body,
-            Timestamp::now().as_second(),
-            Duration::from_secs(60),
-        )
-        .expect("signed with the app's callback secret");
+        post.verify(&secret)
+            .expect("signed with the app's callback secret");
         let event: serde_json::Value = serde_json::from_slice(&post.body).unwrap();
         assert_eq!(event["data"]["task_id"], id.to_string());
         assert_eq!(event["data"]["state"], state);

@@ -15,7 +15,7 @@ use opal_dispatch::{AddressPolicy, SigningSecret};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-use super::revision::{etag, update_at_revision};
+use super::revision::{etag, update_subscription_at_revision};
 use super::{AppState, Caller};
 use crate::json::OptionalJson;
 use crate::path::Path;
@@ -440,44 +440,24 @@ async fn rotate_secret(
     let until = now
         .checked_add(jiff::SignedDuration::from_millis(overlap as i64))
         .unwrap_or(now);
-    let updated = update_at_revision(
-        "subscription",
-        name.as_str(),
-        None,
-        || {
-            let (broker, name) = (state.broker.clone(), name.clone());
-            async move {
-                let (subscription, _) = broker.get_subscription(&name).await?;
-                Ok((subscription.revision, subscription.config))
-            }
-        },
-        |mut config| {
-            let push = config
-                .push
-                .as_mut()
-                .ok_or_else(|| not_push(&subscription))?;
-            let mut secrets = vec![PushSecret {
-                secret: new.clone(),
-                expires_at: None,
-            }];
-            secrets.extend(push.signing_secrets(now).map(|s| PushSecret {
-                secret: s.secret.clone(),
-                expires_at: Some(s.expires_at.map_or(until, |at| at.min(until))),
-            }));
-            secrets.retain(|s| s.expires_at.is_none_or(|at| at > now));
-            push.secrets = secrets;
-            config.validate(&state.limits)?;
-            Ok(config)
-        },
-        |config, revision| {
-            let (broker, name) = (state.broker.clone(), name.clone());
-            async move {
-                broker
-                    .update_subscription(&name, config, Some(revision))
-                    .await
-            }
-        },
-    )
+    let updated = update_subscription_at_revision(&state, &name, None, |mut config| {
+        let push = config
+            .push
+            .as_mut()
+            .ok_or_else(|| not_push(&subscription))?;
+        let mut secrets = vec![PushSecret {
+            secret: new.clone(),
+            expires_at: None,
+        }];
+        secrets.extend(push.signing_secrets(now).map(|s| PushSecret {
+            secret: s.secret.clone(),
+            expires_at: Some(s.expires_at.map_or(until, |at| at.min(until))),
+        }));
+        secrets.retain(|s| s.expires_at.is_none_or(|at| at > now));
+        push.secrets = secrets;
+        config.validate(&state.limits)?;
+        Ok(config)
+    })
     .await?;
     caller
         .audit(&state, "subscription.secret.rotate", &name)

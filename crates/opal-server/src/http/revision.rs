@@ -86,6 +86,37 @@ where
     ))
 }
 
+/// [`update_at_revision`] for a subscription's settings, read from and written to the broker.
+pub(crate) async fn update_subscription_at_revision(
+    state: &super::AppState,
+    name: &opal_core::SubscriptionName,
+    expected: Option<u64>,
+    change: impl FnMut(opal_core::SubscriptionConfig) -> Result<opal_core::SubscriptionConfig, Problem>,
+) -> Result<opal_core::Subscription, Problem> {
+    update_at_revision(
+        "subscription",
+        name.as_str(),
+        expected,
+        || {
+            let (broker, name) = (state.broker.clone(), name.clone());
+            async move {
+                let (subscription, _) = broker.get_subscription(&name).await?;
+                Ok((subscription.revision, subscription.config))
+            }
+        },
+        change,
+        |config, revision| {
+            let (broker, name) = (state.broker.clone(), name.clone());
+            async move {
+                broker
+                    .update_subscription(&name, config, Some(revision))
+                    .await
+            }
+        },
+    )
+    .await
+}
+
 fn parse(value: &str) -> Option<Option<u64>> {
     let value = value.trim();
     if value == "*" || value.is_empty() {

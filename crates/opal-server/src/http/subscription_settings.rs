@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::pagination::{PageRequest, link_header, next_cursor};
-use super::revision::{IfMatch, etag, update_at_revision};
+use super::revision::{IfMatch, etag, update_subscription_at_revision};
 use super::subscriptions::{BackoffBody, SubscriptionView, filter_problem};
 use super::subscriptions::{own_topic, subscribable_topic, view};
 use super::{AppState, Caller};
@@ -117,66 +117,46 @@ pub(super) async fn update_subscription(
         .transpose()?;
     let now = state.tenancy.clock.now();
     let push_patch = body.push;
-    let updated = update_at_revision(
-        "subscription",
-        name.as_str(),
-        expected,
-        || {
-            let (broker, name) = (state.broker.clone(), name.clone());
-            async move {
-                let (subscription, _) = broker.get_subscription(&name).await?;
-                Ok((subscription.revision, subscription.config))
+    let updated = update_subscription_at_revision(&state, &name, expected, |mut config| {
+        if let Some(topic) = &topic {
+            config.topic = topic.clone();
+        }
+        if let Some(ms) = body.ack_deadline_ms {
+            config.ack_deadline_ms = ms;
+        }
+        if let Some(backoff) = &body.backoff {
+            config.backoff = opal_core::Backoff {
+                initial_ms: backoff.initial_ms.unwrap_or(config.backoff.initial_ms),
+                max_ms: backoff.max_ms.unwrap_or(config.backoff.max_ms),
+                multiplier: backoff.multiplier.unwrap_or(config.backoff.multiplier),
+            };
+        }
+        if let Some(max) = body.max_deliveries {
+            config.max_deliveries = max;
+        }
+        if let Some(dlt) = &dead_letter_topic {
+            config.dead_letter_topic = dlt.clone();
+        }
+        if let Some(ordered) = body.ordered {
+            config.ordered = ordered;
+        }
+        if let Some(f) = &filter {
+            config.filter = f.clone();
+        }
+        match &push_patch {
+            None => {}
+            Some(None) => config.push = None,
+            Some(Some(patch)) => {
+                config.push = Some(patch.clone().apply(
+                    config.push.take(),
+                    now,
+                    &state.push_policy,
+                )?);
             }
-        },
-        |mut config| {
-            if let Some(topic) = &topic {
-                config.topic = topic.clone();
-            }
-            if let Some(ms) = body.ack_deadline_ms {
-                config.ack_deadline_ms = ms;
-            }
-            if let Some(backoff) = &body.backoff {
-                config.backoff = opal_core::Backoff {
-                    initial_ms: backoff.initial_ms.unwrap_or(config.backoff.initial_ms),
-                    max_ms: backoff.max_ms.unwrap_or(config.backoff.max_ms),
-                    multiplier: backoff.multiplier.unwrap_or(config.backoff.multiplier),
-                };
-            }
-            if let Some(max) = body.max_deliveries {
-                config.max_deliveries = max;
-            }
-            if let Some(dlt) = &dead_letter_topic {
-                config.dead_letter_topic = dlt.clone();
-            }
-            if let Some(ordered) = body.ordered {
-                config.ordered = ordered;
-            }
-            if let Some(f) = &filter {
-                config.filter = f.clone();
-            }
-            match &push_patch {
-                None => {}
-                Some(None) => config.push = None,
-                Some(Some(patch)) => {
-                    config.push = Some(patch.clone().apply(
-                        config.push.take(),
-                        now,
-                        &state.push_policy,
-                    )?);
-                }
-            }
-            config.validate(&state.limits)?;
-            Ok(config)
-        },
-        |config, revision| {
-            let (broker, name) = (state.broker.clone(), name.clone());
-            async move {
-                broker
-                    .update_subscription(&name, config, Some(revision))
-                    .await
-            }
-        },
-    )
+        }
+        config.validate(&state.limits)?;
+        Ok(config)
+    })
     .await?;
     state
         .tenancy
