@@ -26,6 +26,12 @@ struct Markers {
     attr_name_later: String,
     attr_value_later: String,
     dedup_later: String,
+    /// A push endpoint's header value (a subscription row).
+    push_header: String,
+    /// A task's callback URL path (the task's record, its task row, the callback message).
+    callback: String,
+    /// A task's result (its task row, the callback message).
+    result: String,
 }
 
 impl Markers {
@@ -43,6 +49,9 @@ impl Markers {
             attr_name_later: m("ATTRNAME-LATER"),
             attr_value_later: m("ATTRVALUE-LATER"),
             dedup_later: m("DEDUP-LATER"),
+            push_header: m("PUSHHEADER"),
+            callback: m("CALLBACK"),
+            result: m("RESULT"),
         }
     }
 
@@ -58,6 +67,9 @@ impl Markers {
             &self.attr_name_later,
             &self.attr_value_later,
             &self.dedup_later,
+            &self.push_header,
+            &self.callback,
+            &self.result,
         ]
     }
 }
@@ -110,7 +122,10 @@ fn write_key_file(path: &Path, keys: &[(u16, [u8; 32])]) {
 
 fn start(dir: &Path, key_file: Option<&Path>) -> Server {
     Server::spawn(dir, |c| {
-        c.env("OPAL_ADMIN_KEY", ADMIN_KEY);
+        // Push endpoints and callbacks here name hosts that must never be looked up.
+        c.env("OPAL_ADMIN_KEY", ADMIN_KEY)
+            .env("OPAL_PUSH_NO_DNS", "true")
+            .env("OPAL_PUSH_ONLY_ALLOWED_NETS", "true");
         if let Some(path) = key_file {
             c.arg("--encryption-key-file").arg(path);
         }
@@ -205,6 +220,51 @@ async fn marked_scenario(server: &Server, m: &Markers) {
         1,
         "dead-lettered"
     );
+    task_and_push_scenario(server, m).await;
+}
+
+/// A push endpoint with a marked header, and a task with a marked callback URL acked with a
+/// marked result: subscription rows, task rows, attempt rows and the callback message.
+async fn task_and_push_scenario(server: &Server, m: &Markers) {
+    put_ok(server, "/v1/topics/jobs", json!({"partitions": 1})).await;
+    put_ok(
+        server,
+        "/v1/subscriptions/workers",
+        json!({"topic": "jobs"}),
+    )
+    .await;
+    put_ok(
+        server,
+        "/v1/subscriptions/hooked",
+        json!({"topic": "jobs", "push": {
+            "url": "https://hooks.example.com/in",
+            "headers": {"x-marker": m.push_header},
+            "retry_schedule_ms": [0, 600_000],
+        }}),
+    )
+    .await;
+    let task = json!({"messages": [{"data": 1,
+        "callback": {"url": format!("https://client.example.com/{}", m.callback)}}]});
+    let (status, body) = server.post("/v1/topics/jobs/messages", task).await;
+    assert_eq!(status, 200, "{body}");
+    let delivered = pull(server, "workers", 2_000).await;
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let ack_id = delivered[0]["ack_id"].as_str().unwrap();
+    let (status, body) = server
+        .post(
+            "/v1/subscriptions/workers/ack",
+            json!({"ack_ids": [ack_id], "results": {ack_id: {"data": m.result}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body_id(&delivered[0]);
+    let (status, task) = server.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["data"], json!(m.result), "{task}");
+}
+
+fn body_id(delivery: &Value) -> String {
+    delivery["message"]["id"].as_str().unwrap().to_owned()
 }
 
 fn assert_now_message(message: &Value, m: &Markers) {
@@ -338,6 +398,19 @@ async fn without_encryption_the_same_scan_finds_every_marker() {
     ] {
         assert!(in_file(marker, "meta.redb"), "{marker} in meta.redb");
     }
+    assert!(
+        in_file(&m.push_header, "meta.redb"),
+        "push header in meta.redb"
+    );
+    assert!(in_file(&m.result, "meta.redb"), "result in a task row");
+    assert!(
+        in_file(&m.callback, "topics/default+jobs/"),
+        "callback URL in the task's record"
+    );
+    assert!(
+        in_file(&m.result, "topics/default+opal.callbacks/"),
+        "result in the callback message"
+    );
 }
 
 /// The key id in the header of every batch of a segment data file.
