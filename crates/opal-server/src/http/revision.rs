@@ -45,8 +45,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
 }
 
 /// A read-modify-write of a resource's settings: `read` gives its revision and settings,
-/// `change` makes the new settings from them, `write` stores them if the resource is still at
-/// that revision. With `If-Match` (`expected`), a resource at another revision is a `412`;
+/// `change` makes the new settings from them (and refuses bad input), `write` stores them if
+/// the resource is still at that revision. With `If-Match` (`expected`), a resource at another revision is a `412`;
 /// without, a write that lost a race with another update is tried again (at most three times)
 /// instead of answering `412`.
 pub(crate) async fn update_at_revision<C, T, R, W>(
@@ -63,6 +63,9 @@ where
 {
     for _ in 0..3 {
         let (revision, current) = read().await?;
+        // The change first: a request that is wrong in itself is a `400` whatever the
+        // revision, and nothing is written either way.
+        let changed = change(current)?;
         if let Some(expected) = expected
             && expected != revision
         {
@@ -74,7 +77,7 @@ where
             }
             .into());
         }
-        match write(change(current)?, revision).await {
+        match write(changed, revision).await {
             Ok(done) => return Ok(done),
             Err(BrokerError::RevisionMismatch { .. }) if expected.is_none() => continue,
             Err(err) => return Err(err.into()),

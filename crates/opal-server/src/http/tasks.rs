@@ -155,13 +155,15 @@ async fn read_task(
     caller: Caller,
     Path(message_id): Path<String>,
 ) -> Result<axum::Json<TaskView>, Problem> {
-    let id = Uuid::parse_str(&message_id).map_err(|_| {
-        Problem::invalid(vec![FieldError::parameter(
-            "message_id",
-            "is not a message id (a UUID)",
-        )])
-    })?;
-    let not_found = || Problem::new(ProblemKind::NotFound, format!("task {id} does not exist"));
+    // Not a message id: no task has it (a 404 like any unknown id, not a 400: the path names a
+    // resource, and there is none).
+    let not_found = || {
+        Problem::new(
+            ProblemKind::NotFound,
+            format!("task {message_id} does not exist"),
+        )
+    };
+    let id = Uuid::parse_str(&message_id).map_err(|_| not_found())?;
     let task = state.broker.get_task(id).await?.ok_or_else(not_found)?;
     // Another app's task answers like a missing one.
     if !caller.is_admin() && task.topic.app() != Some(caller.app().as_str()) {

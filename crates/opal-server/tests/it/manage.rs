@@ -73,6 +73,19 @@ async fn topic_patch_follows_etags() {
 
     let partitions = patch(&app, "/v1/topics/t", None, json!({"partitions": 4})).await;
     assert_eq!(partitions.status, StatusCode::BAD_REQUEST, "{partitions:?}");
+    // Bad input is a 400 whatever the revision, stale or not.
+    let bad_and_stale = patch(
+        &app,
+        "/v1/topics/t",
+        Some("\"1\""),
+        json!({"partitions": 257}),
+    )
+    .await;
+    assert_eq!(
+        bad_and_stale.status,
+        StatusCode::BAD_REQUEST,
+        "{bad_and_stale:?}"
+    );
     let unknown = patch(&app, "/v1/topics/t", None, json!({"colour": "red"})).await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
     let bad_tag = patch(&app, "/v1/topics/t", Some("1"), json!({})).await;

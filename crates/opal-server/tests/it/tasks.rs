@@ -258,7 +258,7 @@ async fn bad_callbacks_and_results_are_refused_and_change_nothing() {
     }
     let sub = app.read("/v1/subscriptions/workers").await;
     assert_eq!(sub["stats"]["acked"], 0, "nothing was acked: {sub}");
-    assert_eq!(app.get("/v1/tasks/not-a-uuid").await.status, 400);
+    assert_eq!(app.get("/v1/tasks/not-a-uuid").await.status, 404);
     assert_eq!(
         app.get("/v1/tasks/019ac5f0-0000-7000-8000-000000000000")
             .await
