@@ -58,8 +58,11 @@ impl EmbeddedBroker {
         let mut delayed = Vec::new();
         let mut first_in_batch: HashMap<String, usize> = HashMap::new();
         let mut new_dedup_ids: Vec<(usize, String)> = Vec::new();
-        let callbacks: Vec<Option<opal_core::Callback>> =
-            messages.iter().map(|m| m.callback.clone()).collect();
+        // Only batches with tasks pay for keeping their callbacks aside.
+        let callbacks: Option<Vec<Option<opal_core::Callback>>> = messages
+            .iter()
+            .any(|m| m.callback.is_some())
+            .then(|| messages.iter().map(|m| m.callback.clone()).collect());
         for (index, mut message) in messages.into_iter().enumerate() {
             if let Some(dedup_id) = message.dedup_id.take() {
                 if let Some(&first) = first_in_batch.get(&dedup_id) {
@@ -211,18 +214,20 @@ impl EmbeddedBroker {
             }
         }
         // Tasks exist from their publish on (durable before the answer, like the message).
-        let tasks: Vec<opal_core::Task> = fates
-            .iter()
-            .zip(&results)
-            .zip(callbacks)
-            .filter(|((fate, _), _)| matches!(fate, Fate::Append(_) | Fate::Delay { .. }))
-            .filter_map(|((_, result), callback)| {
-                callback.map(|c| {
-                    opal_core::Task::published(result.id, topic_name.clone(), Some(c), now)
+        if let Some(callbacks) = callbacks {
+            let tasks: Vec<opal_core::Task> = fates
+                .iter()
+                .zip(&results)
+                .zip(callbacks)
+                .filter(|((fate, _), _)| matches!(fate, Fate::Append(_) | Fate::Delay { .. }))
+                .filter_map(|((_, result), callback)| {
+                    callback.map(|c| {
+                        opal_core::Task::published(result.id, topic_name.clone(), Some(c), now)
+                    })
                 })
-            })
-            .collect();
-        self.store_tasks(tasks, true).await?;
+                .collect();
+            self.store_tasks(tasks, true).await?;
+        }
         topic.count_published(stored, stored_bytes);
         Ok(results)
     }

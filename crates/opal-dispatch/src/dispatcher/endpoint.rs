@@ -110,12 +110,12 @@ impl Endpoint {
             let mut wake: Option<Instant> = None;
             let mut later = |until: Instant| wake = Some(wake.map_or(until, |w| w.min(until)));
             if !resent_last && attempts.len() < max && shared.book().wants_look(Instant::now()) {
-                let permitted = shared.gate().permits(Instant::now(), max - attempts.len());
+                let permitted = shared.gate().permits(max - attempts.len());
                 match permitted {
                     Ok(count) => {
                         let due = shared.take_due_resends(count).await;
                         if !due.is_empty() {
-                            shared.gate().took(Instant::now(), due.len());
+                            shared.gate().took(due.len());
                             for resend in due {
                                 let (shared, config) = (Arc::clone(&shared), Arc::clone(&config));
                                 attempts.spawn(async move { shared.resend(&config, resend).await });
@@ -142,7 +142,7 @@ impl Endpoint {
             if pulling.is_none() {
                 let room = (2 * max).saturating_sub(attempts.len() + queue.len());
                 if room > 0 && queue.len() < max {
-                    let permitted = shared.gate().permits(Instant::now(), room);
+                    let permitted = shared.gate().permits(room);
                     match permitted {
                         Ok(count) => {
                             if config.validate && !validated {
@@ -173,7 +173,7 @@ impl Endpoint {
                     pulling = None;
                     match pulled.unwrap_or_else(|e| Err(BrokerError::Storage(e.to_string()))) {
                         Ok(deliveries) => {
-                            shared.gate().took(Instant::now(), deliveries.len());
+                            shared.gate().took(deliveries.len());
                             queue.extend(deliveries);
                         }
                         Err(BrokerError::SubscriptionNotFound(_) | BrokerError::ShuttingDown) => break,
@@ -260,7 +260,7 @@ impl Shared {
             }
             Err(e) => {
                 tracing::info!(subscription = %self.name, error = %e, "endpoint validation failed");
-                self.gate().failure(Instant::now(), None);
+                self.gate().failure(None);
                 false
             }
         }
@@ -366,19 +366,18 @@ impl Shared {
         let latency = started.elapsed();
         let outcome = Outcome::from_result(&result, now, self.ctx.settings.max_retry_after);
         self.record(&url, message, attempt, now, latency, &result);
-        let at = Instant::now();
         match outcome {
             Outcome::Delivered => {
-                self.gate().success(at);
+                self.gate().success();
                 return outcome;
             }
             // Every URL of a callback route is its own endpoint: no shared breaker, pause or
             // disabling.
             _ if config.url_attribute.is_some() => return outcome,
-            Outcome::RetryAfter(wait) => self.gate().failure(at, Some(wait)),
-            _ => self.gate().failure(at, None),
+            Outcome::RetryAfter(wait) => self.gate().failure(Some(wait)),
+            _ => self.gate().failure(None),
         }
-        let failing_for = self.gate().failing_too_long(at);
+        let failing_for = self.gate().failing_too_long();
         if outcome == Outcome::Gone {
             self.disable(config, "the endpoint answered 410 Gone").await;
         } else if let Some(since) = failing_for {

@@ -74,7 +74,7 @@ impl Gate {
 
     /// How many deliveries may be pulled now (at most `room`), or a real-time instant to ask
     /// again at.
-    pub(crate) fn permits(&mut self, _now: Instant, room: usize) -> Result<usize, Instant> {
+    pub(crate) fn permits(&mut self, room: usize) -> Result<usize, Instant> {
         let now_ms = self.now_ms();
         let later = |ms: u64| Instant::now() + Duration::from_millis(ms).min(RECHECK);
         if let Some(until) = self.paused_until_ms {
@@ -124,7 +124,7 @@ impl Gate {
     }
 
     /// `count` deliveries were pulled: they take their share of the rate.
-    pub(crate) fn took(&mut self, _now: Instant, count: usize) {
+    pub(crate) fn took(&mut self, count: usize) {
         if count == 0 {
             return;
         }
@@ -136,13 +136,13 @@ impl Gate {
         }
     }
 
-    pub(crate) fn success(&mut self, _at: Instant) {
+    pub(crate) fn success(&mut self) {
         let now_ms = self.now_ms();
         self.breaker.record_success(now_ms);
     }
 
     /// A failed attempt; `pause` from a `Retry-After` holds every delivery back that long.
-    pub(crate) fn failure(&mut self, _at: Instant, pause: Option<Duration>) {
+    pub(crate) fn failure(&mut self, pause: Option<Duration>) {
         let now_ms = self.now_ms();
         self.breaker.record_failure(now_ms);
         if let Some(pause) = pause {
@@ -153,7 +153,7 @@ impl Gate {
 
     /// How long the endpoint has failed without a success, once that is past the period
     /// after which it is disabled.
-    pub(crate) fn failing_too_long(&self, _at: Instant) -> Option<Duration> {
+    pub(crate) fn failing_too_long(&self) -> Option<Duration> {
         let now_ms = self.now_ms();
         self.breaker
             .should_disable(now_ms, self.disable_after)
