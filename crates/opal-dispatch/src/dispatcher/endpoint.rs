@@ -148,6 +148,12 @@ impl Endpoint {
                             if config.validate && !validated {
                                 validated = shared.validate(&config).await;
                                 if !validated {
+                                    // Asked again after a pause (and through the breaker),
+                                    // not in a tight loop against a refusing endpoint.
+                                    tokio::select! {
+                                        () = tokio::time::sleep(PULL_ERROR_PAUSE) => {}
+                                        () = self.stop.cancelled() => break,
+                                    }
                                     continue;
                                 }
                             }

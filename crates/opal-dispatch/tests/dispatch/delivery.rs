@@ -161,4 +161,9 @@ async fn an_endpoint_that_asks_for_validation_gets_the_handshake_first() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(refusing.posts().is_empty(), "no POST without consent");
+    assert!(
+        refusing.count() <= 2,
+        "a refused handshake is asked again after a pause, not in a loop: {}",
+        refusing.count()
+    );
 }
