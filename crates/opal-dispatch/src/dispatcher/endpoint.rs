@@ -32,6 +32,10 @@ use crate::signing::SigningSecret;
 
 /// Longest long-poll of one pull: short enough to notice a changed configuration soon.
 const PULL_WAIT: Duration = Duration::from_secs(5);
+/// A queued delivery older than this has its lease renewed before it is sent.
+const QUEUED_BEFORE_RENEWAL: Duration = Duration::from_secs(1);
+/// A renewed lease outlasts an attempt by this much.
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
 /// Wait after a failing pull (a broker error) before the next.
 const PULL_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -93,7 +97,7 @@ impl Endpoint {
         let mut resent_last = false;
         // Deliveries pulled ahead, so the next attempt starts the moment a slot frees instead
         // of after a pull (which waits while the subscription commits acks).
-        let mut queue: VecDeque<Delivery> = VecDeque::new();
+        let mut queue: VecDeque<(Instant, Delivery)> = VecDeque::new();
         let mut pulling: Option<JoinHandle<Result<Vec<Delivery>, BrokerError>>> = None;
         loop {
             while attempts.try_join_next().is_some() {}
@@ -134,9 +138,12 @@ impl Endpoint {
                     later(until);
                     break;
                 }
-                if let Some(delivery) = queue.pop_front() {
+                if let Some((pulled_at, delivery)) = queue.pop_front() {
                     let (shared, config) = (Arc::clone(&shared), Arc::clone(&config));
-                    attempts.spawn(async move { shared.attempt(&config, delivery).await });
+                    attempts.spawn(async move {
+                        shared.keep_lease(&config, &delivery, pulled_at).await;
+                        shared.attempt(&config, delivery).await
+                    });
                 }
             }
             if pulling.is_none() {
@@ -180,7 +187,8 @@ impl Endpoint {
                     match pulled.unwrap_or_else(|e| Err(BrokerError::Storage(e.to_string()))) {
                         Ok(deliveries) => {
                             shared.gate().took(deliveries.len());
-                            queue.extend(deliveries);
+                            let now = Instant::now();
+                            queue.extend(deliveries.into_iter().map(|d| (now, d)));
                         }
                         Err(BrokerError::SubscriptionNotFound(_) | BrokerError::ShuttingDown) => break,
                         Err(e) => {
@@ -269,6 +277,27 @@ impl Shared {
                 self.gate().failure(None);
                 false
             }
+        }
+    }
+
+    /// A delivery that waited in the queue gets its lease renewed for a whole attempt first,
+    /// so a slow endpoint cannot make it expire mid-attempt (and go out twice).
+    async fn keep_lease(&self, config: &PushConfig, delivery: &Delivery, pulled_at: Instant) {
+        if pulled_at.elapsed() < QUEUED_BEFORE_RENEWAL {
+            return;
+        }
+        let deadline = Duration::from_millis(config.timeout_ms) + LEASE_MARGIN;
+        let renewed = self
+            .ctx
+            .broker
+            .settle(
+                &self.name,
+                std::slice::from_ref(&delivery.ack_id),
+                Settle::Extend { deadline },
+            )
+            .await;
+        if let Err(e) = renewed {
+            tracing::debug!(subscription = %self.name, error = %e, "could not renew a queued delivery's lease");
         }
     }
 

@@ -193,3 +193,33 @@ async fn a_changed_url_takes_effect_and_stopping_drains() {
     assert_eq!(first.count(), 1);
     h.stop().await;
 }
+
+/// Deliveries pulled ahead wait for a slot; one that waited has its lease renewed before it is
+/// sent, so a slow endpoint does not make it expire mid-attempt and go out twice.
+#[tokio::test]
+async fn a_queued_delivery_is_not_sent_twice_behind_a_slow_endpoint() {
+    let h = Harness::start().await;
+    let receiver = Receiver::start(|_, _| async {
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        StatusCode::OK.into_response()
+    })
+    .await;
+    let (mut push, _) = endpoint(&receiver.url(), &[0, 10]);
+    push.timeout_ms = 3_000;
+    push.max_in_flight = 1;
+    // The lease barely outlasts one attempt: the second message waits 2 s in the queue, then
+    // takes 2 s more; without a renewal its lease would end 1 s into its attempt.
+    let sub = h.push("hook", push, |c| c.ack_deadline_ms = 3_100).await;
+    h.publish((0..3).map(|i| text(&i.to_string())).collect())
+        .await;
+    let posts = receiver.wait_for_posts(3).await;
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let ids: std::collections::BTreeSet<_> = posts
+        .iter()
+        .map(|p| p.header("webhook-id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(receiver.posts().len(), 3, "no delivery went out twice");
+    let (_, stats) = h.broker.get_subscription(&sub).await.unwrap();
+    assert_eq!((stats.backlog, stats.redelivered), (0, 0), "{stats:?}");
+}
