@@ -263,10 +263,18 @@ async fn an_endpoint_failing_for_too_long_is_disabled() {
     })
     .await;
     assert!(reason.contains("every attempt failed"), "{reason}");
-    let events = h
-        .read_all(&opal_core::TopicName::new("acme/opal.events").unwrap())
-        .await;
-    assert_eq!(events.len(), 1, "one operational event");
+    // The event is published just after the endpoint is stored as disabled.
+    let events_topic = opal_core::TopicName::new("acme/opal.events").unwrap();
+    eventually("an operational event", async || {
+        (!h.read_all(&events_topic).await.is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.read_all(&events_topic).await.len(),
+        1,
+        "one operational event"
+    );
     let count = receiver.count();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(receiver.count(), count, "no attempt once disabled");
