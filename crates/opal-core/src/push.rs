@@ -120,6 +120,15 @@ impl PushConfig {
         "user-agent",
     ];
 
+    /// How much a push delivery's lease outlasts one attempt, so an attempt that times out is
+    /// settled before its message could be handed out again.
+    pub const LEASE_MARGIN_MS: u64 = 15_000;
+
+    /// The lease a delivery to this endpoint needs: one attempt and the margin.
+    pub fn lease_ms(&self) -> u64 {
+        self.timeout_ms.saturating_add(Self::LEASE_MARGIN_MS)
+    }
+
     /// An endpoint with every setting at its default.
     pub fn new(url: impl Into<String>, secret: PushSecret) -> Self {
         PushConfig {

@@ -147,7 +147,8 @@ pub struct Task {
     pub result: Option<TaskResult>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
-    /// When the task and its result are forgotten.
+    /// When the task and its result are forgotten: set by the backend when it stores the task
+    /// (its retention after `updated_at`); the default retention until then.
     pub expires_at: Timestamp,
     /// The message that carries the outcome to the callback, once sent: on the app's
     /// `opal.callbacks` topic (URL callbacks) or on the reply topic.
@@ -269,7 +270,7 @@ pub async fn ensure_callback_route(
     );
     push.url_attribute = Some(CALLBACK_URL_ATTRIBUTE.to_owned());
     let config = SubscriptionConfig {
-        ack_deadline_ms: push.timeout_ms + 15_000,
+        ack_deadline_ms: push.lease_ms(),
         max_deliveries: Some(push.retry_schedule_ms.len() as u32),
         push: Some(push),
         ..SubscriptionConfig::new(topic.clone())
@@ -357,7 +358,6 @@ async fn store_result(
     };
     task.result = Some(result);
     task.updated_at = now;
-    task.expires_at = later(now, DEFAULT_RESULT_TTL_MS);
     broker.put_task(task.clone()).await?;
     tell_callback(broker, task).await?;
     Ok(())

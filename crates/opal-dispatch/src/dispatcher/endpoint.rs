@@ -34,8 +34,6 @@ use crate::signing::SigningSecret;
 const PULL_WAIT: Duration = Duration::from_secs(5);
 /// A queued delivery older than this has its lease renewed before it is sent.
 const QUEUED_BEFORE_RENEWAL: Duration = Duration::from_secs(1);
-/// A renewed lease outlasts an attempt by this much.
-const LEASE_MARGIN: Duration = Duration::from_secs(15);
 /// Wait after a failing pull (a broker error) before the next.
 const PULL_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
@@ -286,7 +284,7 @@ impl Shared {
         if pulled_at.elapsed() < QUEUED_BEFORE_RENEWAL {
             return;
         }
-        let deadline = Duration::from_millis(config.timeout_ms) + LEASE_MARGIN;
+        let deadline = Duration::from_millis(config.lease_ms());
         let renewed = self
             .ctx
             .broker

@@ -26,9 +26,6 @@ const MAX_ATTEMPTS: usize = 1_000;
 /// How long a rotated-out secret keeps signing when the request does not say: a day.
 const DEFAULT_OVERLAP_MS: u64 = 86_400_000;
 const MAX_OVERLAP_MS: u64 = 7 * 86_400_000;
-/// A push subscription's default lease outlasts one attempt by this much, so an attempt that
-/// times out is settled before its message could be handed out again.
-pub(super) const DEADLINE_MARGIN_MS: u64 = 15_000;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

@@ -339,7 +339,7 @@ async fn create_subscription(
     let default_deadline = push
         .as_ref()
         .map_or(SubscriptionConfig::DEFAULT_ACK_DEADLINE_MS, |p| {
-            p.timeout_ms + super::push::DEADLINE_MARGIN_MS
+            p.lease_ms()
         });
     let config = SubscriptionConfig {
         ack_deadline_ms: body.ack_deadline_ms.unwrap_or(default_deadline),
