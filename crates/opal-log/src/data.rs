@@ -167,6 +167,22 @@ fn next_batch(
     })
 }
 
+/// Whether bytes `from..to` of `file` are all zero (the space the writer fills ahead of its
+/// appends). Reads one window at a time.
+pub(crate) fn is_zeros(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; SCAN_WINDOW];
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(SCAN_WINDOW as u64) as usize;
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
 /// Creates the empty data file of a new segment and makes its directory entry durable.
 pub(crate) fn create(dir_file: &File, path: &std::path::Path) -> io::Result<File> {
     let file = std::fs::OpenOptions::new()

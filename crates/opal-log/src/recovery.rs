@@ -260,11 +260,20 @@ fn recover_active(dir: &Path, base: u64, config: &LogConfig) -> Result<Recovered
         },
     )?;
     if let Some((position, reason)) = stopped {
-        tracing::warn!(
-            segment = %path.display(), offset = meta.next_offset, position,
-            truncated_bytes = len - position, reason,
-            "truncating a torn or corrupt tail of the active segment"
-        );
+        // The writer fills the active segment ahead of its appends with zeros: cutting them off
+        // is the normal end of a segment that was not closed, not damage.
+        if data::is_zeros(&file, position, len).at(&path)? {
+            tracing::debug!(
+                segment = %path.display(), position, truncated_bytes = len - position,
+                "cutting off the zeros written ahead of the active segment's appends"
+            );
+        } else {
+            tracing::warn!(
+                segment = %path.display(), offset = meta.next_offset, position,
+                truncated_bytes = len - position, reason,
+                "truncating a torn or corrupt tail of the active segment"
+            );
+        }
         file.set_len(position).at(&path)?;
         file.sync_data().at(&path)?;
     }

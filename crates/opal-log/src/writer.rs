@@ -33,6 +33,17 @@ const MAX_GATHER_WAIT: Duration = Duration::from_micros(500);
 /// come back later (requests that cross a server's network stack) would make the writer poll
 /// for the whole wait, taking CPU from the very threads that bring those appends.
 const MAX_POLL: Duration = Duration::from_micros(50);
+/// How far ahead of the appends the active segment's file is filled with zeros when appends
+/// are synced: as far as the segment already holds, between these bounds, so that a quiet
+/// topic keeps at most 64 KiB of zeros and a busy one extends its file rarely. An `fdatasync`
+/// after a write that grows the file must also write the inode (its size changed); within space
+/// written earlier it writes the data alone. Measured on the benchmark machine (ext4, virtio
+/// disk), a 4 KiB `write` + `fdatasync` took 244-328 µs (87-111 µs of CPU) growing the file and
+/// 132-147 µs (61-66 µs of CPU) within zeroed space.
+const PREALLOCATE_MIN_BYTES: u64 = 64 * 1024;
+const PREALLOCATE_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// The zeros written ahead, a piece at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 pub(crate) struct AppendRequest {
     pub(crate) records: Vec<Record>,
@@ -70,6 +81,9 @@ struct Tail {
     meta: SegmentMeta,
     /// Bytes already written to the file; the rest of `meta.size` is in the group buffer.
     written: u64,
+    /// Length of the file: `written` plus zeros written ahead (`PREALLOCATE_MIN_BYTES`). Recovery
+    /// and rolls cut the zeros off, so a closed segment's file ends with its last batch.
+    allocated: u64,
     builder: IndexBuilder,
     /// Index entries of batches not yet visible.
     pending: Vec<(OffsetEntry, TimeEntry)>,
@@ -112,6 +126,7 @@ impl Writer {
             file,
             meta,
             written: meta.size,
+            allocated: meta.size,
             builder,
             pending: Vec::new(),
         };
@@ -370,7 +385,11 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let written = self.tail.file.write_all_at(&self.buf, self.tail.written);
+        let written = self
+            .tail
+            .file
+            .write_all_at(&self.buf, self.tail.written)
+            .and_then(|()| self.allocate_ahead());
         #[cfg(test)]
         let written =
             written.and_then(|()| crate::state::Faults::check(&self.shared.faults.fail_write));
@@ -399,6 +418,45 @@ impl Writer {
             }
             FsyncPolicy::Never => self.publish(),
         }
+        Ok(())
+    }
+
+    /// Writes zeros ahead of the group just written when it reached past them, under a policy
+    /// that syncs, so that the `fdatasync`s of the next groups find the file's size unchanged.
+    /// The zeros are synced with the group, at the cost of one inode write per extension.
+    fn allocate_ahead(&mut self) -> std::io::Result<()> {
+        let end = self.tail.written + self.buf.len() as u64;
+        if self.shared.config.fsync == FsyncPolicy::Never || end <= self.tail.allocated {
+            return Ok(());
+        }
+        let ahead = end.clamp(PREALLOCATE_MIN_BYTES, PREALLOCATE_MAX_BYTES);
+        // Never past the segment's size limit: the segment rolls there.
+        let target = (end + ahead).min(self.shared.config.segment_max_bytes.max(end));
+        let mut pos = end;
+        while pos < target {
+            let n = (target - pos).min(ZEROS.len() as u64) as usize;
+            self.tail.file.write_all_at(&ZEROS[..n], pos)?;
+            pos += n as u64;
+        }
+        self.tail.allocated = target.max(end);
+        Ok(())
+    }
+
+    /// Cuts the zeros written ahead off the active segment's file (before it is closed), and
+    /// makes the new length durable.
+    fn trim_allocation(&mut self) -> Result<()> {
+        if self.tail.allocated <= self.tail.written {
+            return Ok(());
+        }
+        let trimmed = self
+            .tail
+            .file
+            .set_len(self.tail.written)
+            .and_then(|()| self.tail.file.sync_data());
+        if let Err(e) = trimmed {
+            return Err(self.fail(LogError::io(&self.tail.path, e)));
+        }
+        self.tail.allocated = self.tail.written;
         Ok(())
     }
 
@@ -470,6 +528,7 @@ impl Writer {
         if self.unsynced {
             self.sync()?;
         }
+        self.trim_allocation()?;
         let dir = self.shared.dir.clone();
         let closing = SegmentMeta {
             first_batch_timestamp: None,
@@ -506,6 +565,7 @@ impl Writer {
             file,
             meta: SegmentMeta::empty(base),
             written: 0,
+            allocated: 0,
             builder: IndexBuilder::new(self.shared.config.index_interval_bytes),
             pending: Vec::new(),
         };
@@ -559,6 +619,6 @@ impl Writer {
         if self.unsynced {
             self.sync()?;
         }
-        Ok(())
+        self.trim_allocation()
     }
 }

@@ -6,4 +6,5 @@ mod crash;
 mod encrypted;
 mod group_commit;
 mod model;
+mod preallocation;
 mod support;
