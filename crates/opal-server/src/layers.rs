@@ -2,9 +2,9 @@
 //! decompression, the request-body guard (deadline and wire size) and `Retry-After` on every
 //! `503`/`429`.
 //!
-//! `router()` applies [`inner`] just inside `problem::ensure_problem`, so that any bare error
-//! status from these layers still becomes a problem, and [`outer`] outside it, so that CORS
-//! headers and `Retry-After` reach every response, problems included.
+//! `router()` wraps the routes in [`around`]: one tower stack with these layers inside
+//! `problem::ensure_problem`, so that any bare error status from them still becomes a problem,
+//! and CORS and `Retry-After` outside it, so that they reach every response, problems included.
 //!
 //! How long a request may take:
 //!
@@ -37,6 +37,12 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::AUTHORIZATION;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::ServerConfig;
 use crate::problem::{PROBLEM_JSON, Problem, ProblemKind};
@@ -71,15 +77,27 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(3600);
 /// because only this layer produces it.
 const REQUEST_TIMEOUT_TYPE: &str = "urn:opal:problem:request-timeout";
 
-/// Layers that go inside `ensure_problem`, innermost first: response compression (when on),
-/// request decompression, the `Content-Encoding` check, the request-body guard.
-pub(crate) fn inner<S>(router: Router<S>, config: &ServerConfig) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    let router = if config.compression {
-        router
-            .layer(middleware::map_response(remember_status))
+/// Wraps the whole router (routes and fallback) in the layers every request passes, as one
+/// tower stack, outermost first: the `Authorization` header marked sensitive (so that no layer
+/// or handler can log the key), request ids, the body limit, CORS (when origins are configured)
+/// and `Retry-After` outside `problem::ensure_problem` (so that they reach problems too); inside
+/// it the request-body guard, the `Content-Encoding` check, request decompression and response
+/// compression (when on), whose bare error statuses `ensure_problem` turns into problems.
+///
+/// One stack around the router rather than `Router::layer` per layer: axum wraps every route in
+/// a boxed service per `Router::layer` call and clones the boxed chain below it on every
+/// request, so twelve layers cost a publish about 20 µs of CPU, more than the whole `/healthz`
+/// answer (docs/benchmarks.md).
+pub(crate) fn around(routes: Router, config: &ServerConfig) -> Router {
+    let guard = BodyGuard {
+        // Clamped so that `now + timeout` cannot overflow; a day is "no limit" for a body.
+        timeout: Duration::from_millis(config.request_timeout_ms.clamp(1, MAX_REQUEST_TIMEOUT_MS)),
+        max_bytes: config.max_body_bytes,
+    };
+    let compression = config.compression.then(|| {
+        ServiceBuilder::new()
+            .layer(middleware::map_response(never_406))
+            .map_response(IntoResponse::into_response)
             .layer(
                 CompressionLayer::new()
                     .gzip(true)
@@ -89,35 +107,29 @@ where
                     .quality(CompressionLevel::Fastest)
                     .compress_when(Compressible),
             )
-            .layer(middleware::map_response(never_406))
-    } else {
-        router
-    };
-    let guard = BodyGuard {
-        // Clamped so that `now + timeout` cannot overflow; a day is "no limit" for a body.
-        timeout: Duration::from_millis(config.request_timeout_ms.clamp(1, MAX_REQUEST_TIMEOUT_MS)),
-        max_bytes: config.max_body_bytes,
-    };
-    router
+            .layer(middleware::map_response(remember_status))
+            .into_inner()
+    });
+    let stack = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .option_layer(cors(&config.cors_origins))
+        .map_response(IntoResponse::into_response)
+        .layer(middleware::map_response(ensure_retry_after))
+        .layer(middleware::from_fn(crate::problem::ensure_problem))
+        .layer(middleware::from_fn_with_state(guard, guard_body))
+        .layer(middleware::from_fn(check_content_encoding))
         // The decompressed body goes on to the handlers, whose extractor applies the body limit
         // (`DefaultBodyLimit`) to the bytes it reads: a small body that inflates past the limit is
         // a `413` after at most `max_body_bytes` of output, never a buffer of the whole thing.
         .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
-        .layer(middleware::from_fn(check_content_encoding))
-        .layer(middleware::from_fn_with_state(guard, guard_body))
-}
-
-/// Layers that go outside `ensure_problem`: `Retry-After` on every `503`/`429`, then CORS (when
-/// origins are configured), so that preflights are answered before authentication.
-pub(crate) fn outer<S>(router: Router<S>, config: &ServerConfig) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    let router = router.layer(middleware::map_response(ensure_retry_after));
-    match cors(&config.cors_origins) {
-        Some(layer) => router.layer(layer),
-        None => router,
-    }
+        .map_response(IntoResponse::into_response)
+        .option_layer(compression)
+        .map_response(IntoResponse::into_response)
+        .service(routes);
+    Router::new().fallback_service(stack)
 }
 
 /// Whether a response is worth compressing: a success (so never a `101` WebSocket upgrade, and
@@ -480,7 +492,7 @@ mod tests {
                 get(|| async { (StatusCode::TOO_MANY_REQUESTS, [(RETRY_AFTER, "30")]) }),
             )
             .route("/fine", get(|| async { "ok" }));
-        let router = outer(router, &config());
+        let router = around(router, &config());
         let cases = [
             ("/storage", StatusCode::SERVICE_UNAVAILABLE, Some("5")),
             ("/bare-503", StatusCode::SERVICE_UNAVAILABLE, Some("5")),

@@ -12,16 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::header::AUTHORIZATION;
 use axum::middleware;
 use opal_core::tenancy::Directory;
 use opal_core::{Broker, Clock, Limits};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 mod access_log;
 mod auth;
@@ -240,30 +237,29 @@ pub fn router(
         shutdown,
     });
     // Route layers, so that unknown paths are a plain 404 and the matched route is known to
-    // `authorize`; authentication runs first.
-    let v1 = http::v1_router()
-        .route_layer(middleware::from_fn(authz::authorize))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_principal,
-        ));
-    let app = Router::new()
+    // `authorize`; authentication runs first. One stack, so one boxed wrapper per route (see
+    // `layers::around`).
+    let v1 = http::v1_router().route_layer(
+        ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_principal,
+            ))
+            .layer(middleware::from_fn(authz::authorize)),
+    );
+    let routes = Router::new()
         .merge(v1)
         // Unauthenticated: the OpenAPI document (`GET /openapi.json`).
         .merge(http::spec::router())
         .fallback(problem::no_route)
-        .layer(CatchPanicLayer::custom(problem::from_panic))
-        .layer(access_log::AccessLogLayer)
+        .layer(
+            ServiceBuilder::new()
+                .layer(access_log::AccessLogLayer)
+                .map_response(axum::response::IntoResponse::into_response)
+                .layer(CatchPanicLayer::custom(problem::from_panic)),
+        )
         // Merged after the access log: probes every few seconds would drown the access log.
-        .merge(http::health::router());
-    // Compression, decompression and the body guard sit inside `ensure_problem`, which turns
-    // their bare error statuses into problems; `Retry-After` and CORS sit outside it.
-    let app = layers::inner(app, &config).layer(middleware::from_fn(problem::ensure_problem));
-    layers::outer(app, &config)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        // Outermost, so that no layer or handler can log the API key.
-        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
-        .with_state(state)
+        .merge(http::health::router())
+        .with_state(state);
+    layers::around(routes, &config)
 }
