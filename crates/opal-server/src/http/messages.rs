@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
+use axum::extract::FromRequest as _;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json as JsonResponse, Router};
@@ -18,7 +18,6 @@ use uuid::Uuid;
 use super::trace_context::TraceHeaders;
 use super::{AppState, Caller};
 use crate::json::Json;
-use crate::path::Path;
 use crate::problem::{FieldError, Problem};
 
 pub(super) fn router() -> Router<AppState> {
@@ -190,17 +189,24 @@ impl Published {
     }
 }
 
-/// Answers only once the broker has made every message of the batch durable.
+/// The JSON batch form of `POST /v1/topics/{topic}/messages`, called by
+/// `publish_formats::publish` with what it extracted already (so that nothing is extracted
+/// twice on the busiest route). Answers only once the broker has made every message of the batch
+/// durable.
 pub(super) async fn publish(
-    State(state): State<AppState>,
+    state: AppState,
     caller: Caller,
-    Path(topic): Path<String>,
-    headers: HeaderMap,
-    Json(request): Json<PublishRequest>,
+    topic: String,
+    request: axum::extract::Request,
 ) -> Result<JsonResponse<PublishResponse>, Problem> {
+    // Read from the headers before the body takes the request, reported after the body's
+    // errors (the order of checks a client sees stays: body, topic, headers).
+    let idempotency_key = idempotency_key(request.headers());
+    let trace = TraceHeaders::from_headers(request.headers(), &state.limits);
+    let Json(request) = Json::<PublishRequest>::from_request(request, &state).await?;
     let topic = caller.topic(&topic)?;
-    let idempotency_key = idempotency_key(&headers)?;
-    let trace = TraceHeaders::from_headers(&headers, &state.limits)?;
+    let idempotency_key = idempotency_key?;
+    let trace = trace?;
     // The broker keeps its own clock for when messages become visible; a delay only needs a
     // starting point, and the wall clock is as good as any.
     let now = Timestamp::now();

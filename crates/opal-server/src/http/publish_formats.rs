@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Request, State};
-use axum::handler::Handler as _;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -100,7 +99,9 @@ pub(super) async fn publish(
         Err(problem) => return problem.into_response(),
     };
     if form == Form::JsonBatch {
-        return messages::publish.call(request, state).await;
+        return messages::publish(state, caller, topic, request)
+            .await
+            .into_response();
     }
     publish_other(form, state, caller, topic, request)
         .await
