@@ -4,7 +4,7 @@
 //! batch.
 
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use opal_log::{FsyncPolicy, Log, LogConfig, encoded_batch_len};
 
@@ -32,14 +32,22 @@ fn filled_len(written: &Written) -> u64 {
         .sum()
 }
 
-/// Copies the files of an open log, as a crash would leave them (the writer syncs each append
-/// before acknowledging it, so the copy holds every acknowledged one).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
+/// Appends `count` records under `always`, then copies the log's files while it is open, as a
+/// crash would leave them (each append was synced before it was acknowledged, so the copy holds
+/// every acknowledged one). Returns the copy (kept alive by the guard) and what was appended.
+fn crashed_copy(count: usize) -> (tempfile::TempDir, PathBuf, Written) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), syncing(1 << 20)).unwrap();
+    let written = fill(&log, count, VALUE);
+    let copy = tempfile::tempdir().unwrap();
+    let crashed = copy.path().join("log");
+    std::fs::create_dir_all(&crashed).unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        std::fs::copy(entry.path(), crashed.join(entry.file_name())).unwrap();
     }
+    log.close().unwrap();
+    (copy, crashed, written)
 }
 
 #[test]
@@ -77,13 +85,7 @@ fn the_never_policy_writes_nothing_ahead() {
 
 #[test]
 fn a_crashed_log_recovers_every_append_and_continues_after_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), syncing(1 << 20)).unwrap();
-    let written = fill(&log, 20, VALUE);
-    let copy = tempfile::tempdir().unwrap();
-    let crashed = copy.path().join("log");
-    copy_dir(dir.path(), &crashed);
-    log.close().unwrap();
+    let (_copy, crashed, written) = crashed_copy(20);
 
     let file = data_files(&crashed).remove(0);
     assert!(
@@ -111,13 +113,7 @@ fn a_crashed_log_recovers_every_append_and_continues_after_them() {
 
 #[test]
 fn a_torn_batch_in_the_space_written_ahead_is_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), syncing(1 << 20)).unwrap();
-    let written = fill(&log, 10, VALUE);
-    let copy = tempfile::tempdir().unwrap();
-    let crashed = copy.path().join("log");
-    copy_dir(dir.path(), &crashed);
-    log.close().unwrap();
+    let (_copy, crashed, written) = crashed_copy(10);
 
     // The first half of a batch that was being written when the machine stopped: the copy of
     // the last batch's first bytes, at the end of the data.
