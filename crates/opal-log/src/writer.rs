@@ -81,7 +81,7 @@ struct Tail {
     meta: SegmentMeta,
     /// Bytes already written to the file; the rest of `meta.size` is in the group buffer.
     written: u64,
-    /// Length of the file: `written` plus zeros written ahead (`PREALLOCATE_MIN_BYTES`). Recovery
+    /// Length of the file: `written` plus the zeros written ahead (`allocate_ahead`). Recovery
     /// and rolls cut the zeros off, so a closed segment's file ends with its last batch.
     allocated: u64,
     builder: IndexBuilder,
