@@ -48,15 +48,21 @@ fn round_trip_keeps_every_field() {
     assert_eq!(back, records);
 }
 
-#[test]
-fn decode_skips_records_before_the_wanted_offset() {
-    let records: Vec<Record> = (0..5)
+/// A plaintext batch at offset 10 of `count` records whose values are their indexes.
+fn numbered_batch(count: i64) -> (Bytes, BatchHeader) {
+    let records: Vec<Record> = (0..count)
         .map(|i| record(i, None, &[], &i.to_string()))
         .collect();
     let mut buf = Vec::new();
     encode_into(&mut buf, 10, &records, None).unwrap();
     let bytes = Bytes::from(buf);
     let header = check(&bytes).unwrap();
+    (bytes, header)
+}
+
+#[test]
+fn decode_skips_records_before_the_wanted_offset() {
+    let (bytes, header) = numbered_batch(5);
     let mut out = Vec::new();
     decode_into(&bytes, &header, None, 13, &mut out).unwrap();
     assert_eq!(
@@ -68,13 +74,7 @@ fn decode_skips_records_before_the_wanted_offset() {
 
 #[test]
 fn decode_at_most_stops_once_it_has_enough() {
-    let records: Vec<Record> = (0..6)
-        .map(|i| record(i, None, &[], &i.to_string()))
-        .collect();
-    let mut buf = Vec::new();
-    encode_into(&mut buf, 10, &records, None).unwrap();
-    let bytes = Bytes::from(buf);
-    let header = check(&bytes).unwrap();
+    let (bytes, header) = numbered_batch(6);
     let mut out = Vec::new();
     decode_at_most(&bytes, &header, None, 11, 2, &mut out).unwrap();
     assert_eq!(

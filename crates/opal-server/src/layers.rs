@@ -95,6 +95,7 @@ pub(crate) fn around(routes: Router, config: &ServerConfig) -> Router {
     let compression = config.compression.then(|| {
         ServiceBuilder::new()
             .layer(middleware::map_response(never_406))
+            // `never_406` takes a plain `Response`; the compression layer's body is its own type.
             .map_response(IntoResponse::into_response)
             .layer(
                 CompressionLayer::new()
@@ -114,7 +115,6 @@ pub(crate) fn around(routes: Router, config: &ServerConfig) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .option_layer(cors(&config.cors_origins))
-        .map_response(IntoResponse::into_response)
         .layer(middleware::map_response(ensure_retry_after))
         .layer(middleware::from_fn(crate::problem::ensure_problem))
         .layer(middleware::from_fn_with_state(guard, guard_body))
@@ -123,9 +123,7 @@ pub(crate) fn around(routes: Router, config: &ServerConfig) -> Router {
         // (`DefaultBodyLimit`) to the bytes it reads: a small body that inflates past the limit is
         // a `413` after at most `max_body_bytes` of output, never a buffer of the whole thing.
         .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
-        .map_response(IntoResponse::into_response)
         .option_layer(compression)
-        .map_response(IntoResponse::into_response)
         .service(routes);
     Router::new().fallback_service(stack)
 }
