@@ -33,6 +33,12 @@ const MAX_GATHER_WAIT: Duration = Duration::from_micros(500);
 /// come back later (requests that cross a server's network stack) would make the writer poll
 /// for the whole wait, taking CPU from the very threads that bring those appends.
 const MAX_POLL: Duration = Duration::from_micros(50);
+/// Groups gathered without polling after a poll came back empty-handed. A server's appenders
+/// (requests crossing its network stack, on cores that the server and its clients keep busy)
+/// come back after the polling window nearly every time; there polling cost 1.8-2.4
+/// `sched_yield` calls per append and left smaller groups (docs/benchmarks.md). Polling is
+/// tried again after this many groups, so appenders that speed up are caught again.
+const GROUPS_WITHOUT_POLLING: u32 = 32;
 /// How far ahead of the appends the active segment's file is filled with zeros when appends
 /// are synced: as far as the segment already holds, between these bounds, so that a quiet
 /// topic keeps at most 64 KiB of zeros and a busy one extends its file rarely. An `fdatasync`
@@ -108,6 +114,8 @@ pub(crate) struct Writer {
     sync_time: Duration,
     /// Appends in the last group: how many appenders are likely to come back together.
     last_group: usize,
+    /// Groups left to gather without polling (see `GROUPS_WITHOUT_POLLING`); 0: poll.
+    polling_paused: u32,
     failed: bool,
 }
 
@@ -144,6 +152,7 @@ impl Writer {
             last_sync: Instant::now(),
             sync_time: Duration::ZERO,
             last_group: 0,
+            polling_paused: 0,
             failed: false,
         }
     }
@@ -204,9 +213,12 @@ impl Writer {
     /// Under `Always`, the appenders of a group come back right after their answers. Polling
     /// for them briefly instead of parking spares each group a thread wake-up on its critical
     /// path; `yield_now` hands the core to them meanwhile. Bounded by the gather wait and by
-    /// `MAX_POLL`: appenders that take longer find the writer parked.
+    /// `MAX_POLL`: appenders that take longer find the writer parked, and polling pauses.
     fn poll_for_returning_appenders(&mut self) -> Option<Command> {
-        if self.shared.config.fsync != FsyncPolicy::Always || self.last_group < 2 {
+        if self.shared.config.fsync != FsyncPolicy::Always
+            || self.last_group < 2
+            || self.polling_paused > 0
+        {
             return None;
         }
         let deadline = Instant::now() + self.gather_wait().min(MAX_POLL);
@@ -214,7 +226,11 @@ impl Writer {
             match self.commands.try_recv() {
                 Ok(command) => return Some(command),
                 Err(TryRecvError::Empty) if Instant::now() < deadline => std::thread::yield_now(),
-                Err(_) => return None,
+                Err(TryRecvError::Empty) => {
+                    self.polling_paused = GROUPS_WITHOUT_POLLING;
+                    return None;
+                }
+                Err(TryRecvError::Disconnected) => return None,
             }
         }
     }
@@ -251,11 +267,17 @@ impl Writer {
         // only the first arrivals would split them into a small group and a large one behind it
         // (measured: 8.6 appends per fsync with 16 appenders); waiting briefly for as many as
         // last time lets one fsync serve them all. When appenders leave, the wait times out once
-        // and the target shrinks to what came.
+        // and the target shrinks to what came. Appenders slower than the polling window make it
+        // pause (`GROUPS_WITHOUT_POLLING`).
+        self.polling_paused = self.polling_paused.saturating_sub(1);
         if self.shared.config.fsync == FsyncPolicy::Always && group.len() < self.last_group {
             let started = Instant::now();
             let deadline = started + self.gather_wait();
-            let poll_until = started + MAX_POLL;
+            let poll_until = if self.polling_paused > 0 {
+                started
+            } else {
+                started + MAX_POLL
+            };
             let mut slept = false;
             while group.len() < self.last_group && bytes < GROUP_MAX_BYTES {
                 match self.commands.try_recv() {
@@ -275,6 +297,9 @@ impl Writer {
                             std::thread::yield_now();
                         } else {
                             // Slower appenders: one sleep to the deadline, then take what came.
+                            if poll_until > started {
+                                self.polling_paused = GROUPS_WITHOUT_POLLING;
+                            }
                             std::thread::sleep(deadline - now);
                             slept = true;
                         }
