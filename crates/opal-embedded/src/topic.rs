@@ -141,6 +141,20 @@ impl OpenTopic {
         messages: Vec<(u32, Uuid, NewMessage)>,
         now_ms: i64,
     ) -> Result<Vec<u64>, EmbeddedError> {
+        // Every message in one partition (a single message, or a keyed batch): one append, and
+        // the offsets follow in input order, with none of the per-partition bookkeeping.
+        if let Some(&(partition, _, _)) = messages.first()
+            && messages.iter().all(|(p, _, _)| *p == partition)
+        {
+            let count = messages.len() as u64;
+            let batch = messages
+                .into_iter()
+                .map(|(_, id, message)| codec::to_record(message, id, now_ms))
+                .collect();
+            let appended = self.logs[partition as usize].append(batch).await?;
+            self.published.notify_waiters();
+            return Ok((appended.base_offset..appended.base_offset + count).collect());
+        }
         let count = messages.len();
         let mut slots: Vec<Vec<usize>> = vec![Vec::new(); self.logs.len()];
         let mut records = vec![Vec::new(); self.logs.len()];

@@ -96,26 +96,36 @@ fn forbidden(detail: String) -> Problem {
 /// Checks the route's rule against the caller's scopes. Runs inside authentication, as a route
 /// layer (so that the matched route is known).
 pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
-    let Some(principal) = request.extensions().get::<Principal>().cloned() else {
+    if request.extensions().get::<Principal>().is_none() {
         // Authentication runs first on every /v1 route; without a principal nothing is allowed.
         return forbidden("this request was not authenticated".into()).into_response();
-    };
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
-    let method = request.method().clone();
+    }
     let params = match request.extract_parts::<RawPathParams>().await {
         Ok(params) => params,
         Err(rejection) => return rejection.into_response(),
     };
+    match verdict(&request, &params) {
+        Ok(()) => next.run(request).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// Whether the authenticated caller of `request` may take its route, with the path's `params`.
+/// Borrows everything: this runs on every `/v1` request.
+fn verdict(request: &Request, params: &RawPathParams) -> Result<(), Problem> {
+    let Some(principal) = request.extensions().get::<Principal>() else {
+        return Err(forbidden("this request was not authenticated".into()));
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    let method = request.method();
     let param = |name: &str| {
         params
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.to_owned())
-            .unwrap_or_default()
+            .map_or("", |(_, v)| v)
     };
     // A qualified name of another app in the path: refused whether it exists or not, so that the
     // answer tells nothing about other apps. (Admins may name any app's resources.)
@@ -125,14 +135,13 @@ pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
             if let Some((app, _)) = value.split_once(opal_core::APP_SEPARATOR)
                 && app != principal.app().as_str()
             {
-                return forbidden(format!(
+                return Err(forbidden(format!(
                     "this key may not reach `{value}`: resources of other apps are out of its reach"
-                ))
-                .into_response();
+                )));
             }
         }
     }
-    let verdict = match rule(&method, &route) {
+    match rule(method, route) {
         None if principal.is_admin() => Ok(()),
         None => Err(forbidden(format!(
             "no rule allows `{method} {route}` for this key"
@@ -162,7 +171,7 @@ pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
         }
         Some(Rule::Publish) => {
             let topic = param("topic");
-            if principal.may_publish(own_short(&principal, &topic)) {
+            if principal.may_publish(own_short(principal, topic)) {
                 Ok(())
             } else {
                 Err(forbidden(format!(
@@ -172,7 +181,7 @@ pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
         }
         Some(Rule::Consume) => {
             let subscription = param("subscription");
-            if principal.may_consume(own_short(&principal, &subscription)) {
+            if principal.may_consume(own_short(principal, subscription)) {
                 Ok(())
             } else {
                 Err(forbidden(format!(
@@ -190,9 +199,5 @@ pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
                 ))
             }
         }
-    };
-    match verdict {
-        Ok(()) => next.run(request).await,
-        Err(problem) => problem.into_response(),
     }
 }
