@@ -28,7 +28,7 @@ use crate::ClientCertificate;
 use crate::auth::Principal;
 
 /// The `tracing` target of access-log events.
-pub(crate) const TARGET: &str = "opal::access";
+pub const TARGET: &str = "opal::access";
 
 /// Logs every request that passes through it; see the module documentation.
 #[derive(Debug, Clone, Copy, Default)]

@@ -106,6 +106,14 @@ pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
             ),
         )
     })?;
+    // First without tracking the path, which costs an allocation per member on every request;
+    // a body that fails is parsed again with it, to point at the offending member.
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    if let Ok(value) = T::deserialize(objects_only::Strict(&mut deserializer))
+        && deserializer.end().is_ok()
+    {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let strict = objects_only::Strict(&mut deserializer);
     let value = serde_path_to_error::deserialize(strict).map_err(|err| {

@@ -40,6 +40,7 @@ mod tls;
 #[cfg(test)]
 mod tls_tests;
 
+pub use crate::access_log::TARGET as ACCESS_LOG_TARGET;
 pub use crate::client_cert::ClientCertificate;
 pub use crate::tls::{ClientAuth, LoadedCertificate, ServerTls, TlsSettings};
 

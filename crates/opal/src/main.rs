@@ -1,5 +1,6 @@
 //! The `opal` binary: parses the command line, installs tracing and hands over to a subcommand.
 
+mod access_line;
 mod admin_key;
 mod cli;
 mod key_file;
@@ -35,7 +36,11 @@ fn install_tracing(format: cli::LogFormat) -> log_writer::FlushGuard<std::io::St
         .with_writer(writer);
     match format {
         cli::LogFormat::Json => builder.json().init(),
-        cli::LogFormat::Text => builder.init(),
+        cli::LogFormat::Text => builder
+            .event_format(access_line::AccessLines::new(
+                tracing_subscriber::fmt::format::Format::default(),
+            ))
+            .init(),
     }
     guard
 }
