@@ -12,7 +12,6 @@
 use axum::RequestExt as _;
 use axum::extract::{MatchedPath, RawPathParams, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::Principal;
@@ -93,21 +92,19 @@ fn forbidden(detail: String) -> Problem {
     Problem::new(ProblemKind::Forbidden, detail)
 }
 
-/// Checks the route's rule against the caller's scopes. Runs inside authentication, as a route
+/// Checks the route's rule against the caller's scopes: `Err` holds the answer when the caller
+/// may not. Called by `auth::require_principal` once the caller is known, inside the route
 /// layer (so that the matched route is known).
-pub(crate) async fn authorize(mut request: Request, next: Next) -> Response {
+pub(crate) async fn check(request: &mut Request) -> Result<(), Response> {
     if request.extensions().get::<Principal>().is_none() {
         // Authentication runs first on every /v1 route; without a principal nothing is allowed.
-        return forbidden("this request was not authenticated".into()).into_response();
+        return Err(forbidden("this request was not authenticated".into()).into_response());
     }
-    let params = match request.extract_parts::<RawPathParams>().await {
-        Ok(params) => params,
-        Err(rejection) => return rejection.into_response(),
-    };
-    match verdict(&request, &params) {
-        Ok(()) => next.run(request).await,
-        Err(problem) => problem.into_response(),
-    }
+    let params = request
+        .extract_parts::<RawPathParams>()
+        .await
+        .map_err(IntoResponse::into_response)?;
+    verdict(request, &params).map_err(IntoResponse::into_response)
 }
 
 /// Whether the authenticated caller of `request` may take its route, with the path's `params`.

@@ -237,17 +237,12 @@ pub fn router(
         push_policy: config.push_policy.clone(),
         shutdown,
     });
-    // Route layers, so that unknown paths are a plain 404 and the matched route is known to
-    // `authorize`; authentication runs first. One stack, so one boxed wrapper per route (see
-    // `layers::around`).
-    let v1 = http::v1_router().route_layer(
-        ServiceBuilder::new()
-            .layer(middleware::from_fn_with_state(
-                state.clone(),
-                auth::require_principal,
-            ))
-            .layer(middleware::from_fn(authz::authorize)),
-    );
+    // A route layer, so that unknown paths are a plain 404 and the matched route is known to
+    // authorization (which `require_principal` runs once the caller is known).
+    let v1 = http::v1_router().route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_principal,
+    ));
     let routes = Router::new()
         .merge(v1)
         // Unauthenticated: the OpenAPI document (`GET /openapi.json`).
