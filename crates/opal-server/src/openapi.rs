@@ -817,6 +817,37 @@ mod tests {
     }
 
     #[test]
+    fn every_reference_resolves() {
+        fn walk(value: &Value, spec: &Value, at: &str, dangling: &mut Vec<String>) {
+            match value {
+                Value::Object(members) => {
+                    if let Some(Value::String(target)) = members.get("$ref") {
+                        let resolved = target
+                            .strip_prefix('#')
+                            .and_then(|pointer| spec.pointer(pointer));
+                        if resolved.is_none() {
+                            dangling.push(format!("{at}: {target}"));
+                        }
+                    }
+                    for (name, member) in members {
+                        walk(member, spec, &format!("{at}/{name}"), dangling);
+                    }
+                }
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(item, spec, &format!("{at}/{i}"), dangling);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let spec = spec();
+        let mut dangling = Vec::new();
+        walk(&spec, &spec, "", &mut dangling);
+        assert!(dangling.is_empty(), "references to nothing: {dangling:#?}");
+    }
+
+    #[test]
     fn deny_unknown_fields_becomes_additional_properties_false() {
         let spec = spec();
         for name in [

@@ -474,6 +474,7 @@ struct AttemptsQuery {
     /// Only the attempts of this message.
     message_id: Option<Uuid>,
     /// Only attempts that ended so.
+    #[param(inline)]
     status: Option<StatusParam>,
     /// Only attempts at or after this time (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
