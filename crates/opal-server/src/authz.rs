@@ -96,10 +96,6 @@ fn forbidden(detail: String) -> Problem {
 /// may not. Called by `auth::require_principal` once the caller is known, inside the route
 /// layer (so that the matched route is known).
 pub(crate) async fn check(request: &mut Request) -> Result<(), Response> {
-    if request.extensions().get::<Principal>().is_none() {
-        // Authentication runs first on every /v1 route; without a principal nothing is allowed.
-        return Err(forbidden("this request was not authenticated".into()).into_response());
-    }
     let params = request
         .extract_parts::<RawPathParams>()
         .await
@@ -111,6 +107,8 @@ pub(crate) async fn check(request: &mut Request) -> Result<(), Response> {
 /// Borrows everything: this runs on every `/v1` request.
 fn verdict(request: &Request, params: &RawPathParams) -> Result<(), Problem> {
     let Some(principal) = request.extensions().get::<Principal>() else {
+        // `require_principal` authenticates before it calls `check`; without a principal
+        // nothing is allowed.
         return Err(forbidden("this request was not authenticated".into()));
     };
     let route = request
