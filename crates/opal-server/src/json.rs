@@ -84,12 +84,11 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
 
 /// `application/json` or a structured `application/<x>+json`, with any parameters.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    is_json_essence(&opal_core::cloudevent::essence(content_type))
+}
+
+/// [`is_json`] for a media type already without parameters and lowercased.
+pub(crate) fn is_json_essence(essence: &str) -> bool {
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

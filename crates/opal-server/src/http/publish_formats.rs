@@ -240,7 +240,7 @@ fn form_of(headers: &HeaderMap) -> Result<Form, Problem> {
                  `ce-specversion: 1.0`",
             )]));
         }
-        Some(essence) if is_json(essence) => Form::JsonBatch,
+        Some(essence) if crate::json::is_json_essence(essence) => Form::JsonBatch,
         None => {
             return Err(Problem::new(
                 ProblemKind::UnsupportedMediaType,
@@ -273,12 +273,6 @@ fn form_of(headers: &HeaderMap) -> Result<Form, Problem> {
         )]));
     }
     Ok(form)
-}
-
-/// `application/json` or a structured `application/<x>+json`.
-fn is_json(essence: &str) -> bool {
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// A raw or binary-mode body is one payload: over the payload limit is a 413, like a body over
