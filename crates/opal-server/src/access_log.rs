@@ -1,4 +1,5 @@
-//! The access log: one event per answered `/v1` request, at target `opal::access`.
+//! The access log: one event per answered request (health probes aside), at target
+//! `opal::access`.
 //!
 //! Written as a plain tower layer rather than `tower_http::trace::TraceLayer`, because the access
 //! log sits on every request of the hot path: the request's span is created at `debug` level (so
@@ -16,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use axum::extract::Request;
+use axum::http;
 use axum::http::{HeaderValue, Method, Uri};
 use axum::response::Response;
 use tokio::time::Instant;
@@ -26,30 +27,45 @@ use tracing::instrument::Instrumented;
 
 use crate::ClientCertificate;
 use crate::auth::Principal;
+use crate::layers::X_REQUEST_ID;
 
 /// The `tracing` target of access-log events.
 pub const TARGET: &str = "opal::access";
 
-/// Logs every request that passes through it; see the module documentation.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct AccessLogLayer;
+/// Logs every request that passes through it, except those for the paths it was told to skip;
+/// see the module documentation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AccessLogLayer {
+    unlogged: &'static [&'static str],
+}
+
+impl AccessLogLayer {
+    /// Logs every request but those whose path is exactly one of `unlogged`.
+    pub(crate) fn skipping(unlogged: &'static [&'static str]) -> Self {
+        Self { unlogged }
+    }
+}
 
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner }
+        AccessLog {
+            inner,
+            unlogged: self.unlogged,
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct AccessLog<S> {
     inner: S,
+    unlogged: &'static [&'static str],
 }
 
-impl<S> Service<Request> for AccessLog<S>
+impl<S, ReqBody> Service<http::Request<ReqBody>> for AccessLog<S>
 where
-    S: Service<Request, Response = Response>,
+    S: Service<http::Request<ReqBody>, Response = Response>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -59,12 +75,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if self.unlogged.contains(&request.uri().path()) {
+            return AccessLogFuture {
+                inner: self.inner.call(request).instrument(tracing::Span::none()),
+                seen: None,
+            };
+        }
         // Checked once per request: with the access log filtered out, nothing is copied.
         let seen = tracing::enabled!(target: TARGET, tracing::Level::INFO).then(|| Seen {
             method: request.method().clone(),
             uri: request.uri().clone(),
-            request_id: request.headers().get("x-request-id").cloned(),
+            request_id: request.headers().get(&X_REQUEST_ID).cloned(),
             client: request.extensions().get::<ClientCertificate>().cloned(),
             start: Instant::now(),
         });
@@ -73,7 +95,7 @@ where
             "http",
             method = %request.method(),
             path = %request.uri().path(),
-            request_id = %RequestId(request.headers().get("x-request-id")),
+            request_id = %RequestId(request.headers().get(&X_REQUEST_ID)),
             principal = tracing::field::Empty,
         );
         AccessLogFuture {

@@ -43,7 +43,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::ServerConfig;
-use crate::problem::{PROBLEM_JSON, Problem, ProblemKind};
+use crate::access_log::AccessLogLayer;
+use crate::catch_panic::CatchPanicLayer;
+use crate::http::health;
+use crate::problem::{self, PROBLEM_JSON, Problem, ProblemKind};
 
 /// Seconds a client should wait before retrying a `503` or `429` that did not say: the same
 /// value `problem::Problem::unavailable` sends.
@@ -61,12 +64,11 @@ const ACCEPTED_CODINGS: &str = "gzip, zstd";
 
 /// What a browser on an allowed origin may read from a response besides the CORS-safelisted
 /// headers.
-const EXPOSED_HEADERS: [HeaderName; 4] = [
-    ETAG,
-    LINK,
-    RETRY_AFTER,
-    HeaderName::from_static("x-request-id"),
-];
+const EXPOSED_HEADERS: [HeaderName; 4] = [ETAG, LINK, RETRY_AFTER, X_REQUEST_ID];
+
+/// The request id's header, which `SetRequestIdLayer` sets on every request (a constant, so that
+/// looking it up does not parse the name each time).
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How long a browser may cache a preflight answer (browsers cap it at 2 h or less).
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(3600);
@@ -80,12 +82,14 @@ const REQUEST_TIMEOUT_TYPE: &str = "urn:opal:problem:request-timeout";
 /// or handler can log the key), request ids, the body limit, CORS (when origins are configured)
 /// and `Retry-After` outside `problem::ensure_problem` (so that they reach problems too); inside
 /// it the request-body guard, the `Content-Encoding` check, request decompression and response
-/// compression (when on), whose bare error statuses `ensure_problem` turns into problems.
+/// compression (when on), whose bare error statuses `ensure_problem` turns into problems; and
+/// innermost the access log (which skips the health probes) and the panic catcher.
 ///
 /// One stack around the router rather than `Router::layer` per layer: axum wraps every route in
 /// a boxed service per `Router::layer` call and clones the boxed chain below it on every
 /// request, so twelve layers cost a publish about 20 µs of CPU, more than the whole `/healthz`
-/// answer (docs/benchmarks.md).
+/// answer (docs/benchmarks.md). The access log, too, is here rather than a `Router::layer` that
+/// leaves the probes out: it skips them by path instead.
 pub(crate) fn around(routes: Router, config: &ServerConfig) -> Router {
     let guard = BodyGuard {
         // Clamped so that `now + timeout` cannot overflow; a day is "no limit" for a body.
@@ -124,6 +128,10 @@ pub(crate) fn around(routes: Router, config: &ServerConfig) -> Router {
         // a `413` after at most `max_body_bytes` of output, never a buffer of the whole thing.
         .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
         .option_layer(compression)
+        // Innermost, so that the access log records what the handler answered (before the
+        // layers above rewrite or compress it) and a panic becomes a 500 that it records too.
+        .layer(AccessLogLayer::skipping(&health::PATHS))
+        .layer(CatchPanicLayer::new(problem::from_panic))
         .service(routes);
     Router::new().fallback_service(stack)
 }

@@ -17,12 +17,11 @@ use opal_core::tenancy::Directory;
 use opal_core::{Broker, Clock, Limits};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
 
 mod access_log;
 mod auth;
 mod authz;
+mod catch_panic;
 mod client_cert;
 mod connections;
 mod http;
@@ -245,17 +244,10 @@ pub fn router(
     ));
     let routes = Router::new()
         .merge(v1)
-        // Unauthenticated: the OpenAPI document (`GET /openapi.json`).
+        // Unauthenticated: the OpenAPI document (`GET /openapi.json`) and the health probes.
         .merge(http::spec::router())
-        .fallback(problem::no_route)
-        .layer(
-            ServiceBuilder::new()
-                .layer(access_log::AccessLogLayer)
-                .map_response(axum::response::IntoResponse::into_response)
-                .layer(CatchPanicLayer::custom(problem::from_panic)),
-        )
-        // Merged after the access log: probes every few seconds would drown the access log.
         .merge(http::health::router())
+        .fallback(problem::no_route)
         .with_state(state);
     layers::around(routes, &config)
 }

@@ -12,6 +12,7 @@ use opal_core::tenancy::AuditEntry;
 
 use super::AppState;
 use crate::auth::{Principal, client_addr};
+use crate::layers::X_REQUEST_ID;
 use crate::problem::Problem;
 
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         Ok(Caller {
             principal,
             client: client_addr(&parts.extensions),
-            request_id: parts.headers.get("x-request-id").cloned(),
+            request_id: parts.headers.get(&X_REQUEST_ID).cloned(),
         })
     }
 }

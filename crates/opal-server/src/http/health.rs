@@ -8,6 +8,11 @@ use serde::Serialize;
 use super::AppState;
 use crate::problem::Problem;
 
+/// The probes' paths, which the access log skips: probes every few seconds would drown it. The
+/// same as `router()`'s (spelled out there, where tests/python/test_docs_examples.py reads
+/// them); tests/it/logs.rs checks that each answers and is not logged.
+pub(crate) const PATHS: [&str; 3] = ["/livez", "/healthz", "/readyz"];
+
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/livez", get(live))

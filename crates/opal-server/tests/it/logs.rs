@@ -61,15 +61,27 @@ async fn requests_are_logged_without_the_key_and_probes_are_not() {
             .status,
         401
     );
-    let probe = Request::get("/healthz").body(Body::empty()).unwrap();
-    assert_eq!(app.send(probe).await.status, 200);
+    for probe in ["/healthz", "/livez", "/readyz"] {
+        let probe = Request::get(probe).body(Body::empty()).unwrap();
+        assert_eq!(app.send(probe).await.status, 200);
+    }
+    // Paths outside `/v1` are logged too, the probes' excepted.
+    let unknown = Request::get("/healthz/not-a-probe").header("x-request-id", "log-me-3");
+    assert_eq!(
+        app.send(unknown.body(Body::empty()).unwrap()).await.status,
+        404
+    );
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let access: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("opal::access"))
         .collect();
-    assert_eq!(access.len(), 2, "two access-log lines expected in:\n{logs}");
+    assert_eq!(
+        access.len(),
+        3,
+        "three access-log lines expected in:\n{logs}"
+    );
     let line = access[0];
     for expected in [
         "method=GET",
@@ -89,6 +101,19 @@ async fn requests_are_logged_without_the_key_and_probes_are_not() {
             access[1]
         );
     }
+    for expected in [
+        "path=/healthz/not-a-probe",
+        "status=404",
+        "request_id=log-me-3",
+    ] {
+        assert!(
+            access[2].contains(expected),
+            "{expected} missing from {}",
+            access[2]
+        );
+    }
     assert!(!logs.contains(KEY), "the API key was logged:\n{logs}");
-    assert!(!logs.contains("/healthz"), "a probe was logged:\n{logs}");
+    for probe in ["path=/healthz ", "path=/livez", "path=/readyz"] {
+        assert!(!logs.contains(probe), "a probe was logged:\n{logs}");
+    }
 }
