@@ -20,6 +20,7 @@
 //! `ce-id`, `ce-source`, `ce-type` are there) renders back as that event; any other message is
 //! rendered with Opal's own `id`, `source`, `type` and `time` (see [`CloudEvent::from_message`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -86,14 +87,15 @@ pub fn is_json_media_type(content_type: &str) -> bool {
         || (essence.ends_with("+json") && essence.contains('/'))
 }
 
-/// The media type without parameters, lowercased.
-pub fn essence(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+/// The media type without parameters, lowercased (borrowed when it already is: a media type is
+/// looked at on every publish, and nearly always arrives in lowercase).
+pub fn essence(content_type: &str) -> Cow<'_, str> {
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if media_type.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(media_type.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(media_type)
+    }
 }
 
 /// A message as a CloudEvent: serialise it with serde (or [`CloudEvent::to_json`]) for the

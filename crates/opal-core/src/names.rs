@@ -40,15 +40,18 @@ fn validate_plain(kind: &str, name: &str, max: usize) -> Result<(), BrokerError>
 /// 200 characters at most in all.
 fn validate(kind: &str, name: &str) -> Result<(), BrokerError> {
     if name.len() > MAX_NAME_LEN {
-        return Err(BrokerError::invalid(
-            kind,
-            format!("must be 1 to {MAX_NAME_LEN} characters long (with its app, if qualified)"),
-        ));
+        return Err(too_long(kind));
     }
     match name.split_once(APP_SEPARATOR) {
         None => validate_plain(kind, name, MAX_NAME_LEN),
         Some((app, rest)) => {
-            validate_plain(&format!("{kind} (its app part)"), app, MAX_APP_NAME_LEN)?;
+            // The field's name is built only for an error: names are checked on every request.
+            validate_plain(kind, app, MAX_APP_NAME_LEN).map_err(|error| match error {
+                BrokerError::Invalid { reason, .. } => {
+                    BrokerError::invalid(format!("{kind} (its app part)"), reason)
+                }
+                other => other,
+            })?;
             if rest.contains(APP_SEPARATOR) {
                 return Err(BrokerError::invalid(
                     kind,
@@ -58,6 +61,13 @@ fn validate(kind: &str, name: &str) -> Result<(), BrokerError> {
             validate_plain(kind, rest, MAX_NAME_LEN)
         }
     }
+}
+
+fn too_long(kind: &str) -> BrokerError {
+    BrokerError::invalid(
+        kind,
+        format!("must be 1 to {MAX_NAME_LEN} characters long (with its app, if qualified)"),
+    )
 }
 
 const MAX_APP_NAME_LEN: usize = 63;
@@ -93,7 +103,17 @@ macro_rules! name_type {
             /// `<app>/<name>`.
             pub fn qualified(app: &AppName, name: &str) -> Result<Self, BrokerError> {
                 validate_plain($kind, name, MAX_NAME_LEN)?;
-                Self::new(format!("{app}{APP_SEPARATOR}{name}"))
+                // Both parts are valid (an `AppName` was checked when it was made): only the
+                // total length is left to check.
+                let qualified_len = app.as_str().len() + APP_SEPARATOR.len_utf8() + name.len();
+                if qualified_len > MAX_NAME_LEN {
+                    return Err(too_long($kind));
+                }
+                let mut qualified = String::with_capacity(qualified_len);
+                qualified.push_str(app.as_str());
+                qualified.push(APP_SEPARATOR);
+                qualified.push_str(name);
+                Ok(Self(qualified))
             }
 
             pub fn as_str(&self) -> &str {
@@ -216,6 +236,18 @@ mod tests {
         let plain = SubscriptionName::new("s").unwrap();
         assert_eq!((plain.app(), plain.short()), (None, "s"));
         assert!(TopicName::qualified(&app, "x/y").is_err());
+        // 200 characters in all, app and separator included, as for a name given whole.
+        let long_app = AppName::new("a".repeat(63)).unwrap();
+        let fits = TopicName::qualified(&long_app, &"n".repeat(136)).unwrap();
+        assert_eq!(fits.as_str().len(), 200);
+        assert_eq!(TopicName::new(fits.as_str()).unwrap(), fits);
+        assert!(TopicName::qualified(&long_app, &"n".repeat(137)).is_err());
+        assert!(TopicName::new(format!("{}/{}", "a".repeat(63), "n".repeat(137))).is_err());
+        // An invalid app part is reported as such.
+        match TopicName::new(".app/orders") {
+            Err(BrokerError::Invalid { field, .. }) => assert_eq!(field, "topic (its app part)"),
+            other => panic!("not an invalid app part: {other:?}"),
+        }
         assert!(AppName::new("a/b").is_err());
         assert!(AppName::new("a".repeat(64)).is_err());
     }

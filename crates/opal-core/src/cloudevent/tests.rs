@@ -386,4 +386,10 @@ fn names_and_media_types() {
     assert!(!is_json_media_type("application/octet-stream"));
     assert!(!is_json_media_type("+json"));
     assert_eq!(essence(" Text/Plain ; charset=utf-8"), "text/plain");
+    // Borrowed when nothing needs lowercasing.
+    assert!(matches!(
+        essence("application/json; charset=utf-8"),
+        std::borrow::Cow::Borrowed("application/json")
+    ));
+    assert_eq!(essence("APPLICATION/JSON"), "application/json");
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use axum::routing::post;
 use axum::{Json as JsonResponse, Router};
 use base64::Engine as _;
@@ -267,11 +267,13 @@ pub(super) async fn admit(
 /// The request header that names a one-message publish, as in the IETF draft
 /// "The Idempotency-Key HTTP Header Field".
 pub(super) const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// [`IDEMPOTENCY_KEY`] to look up: a constant name is not parsed again on every request.
+const IDEMPOTENCY_KEY_NAME: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The `Idempotency-Key` header, if given: a structured-field string (`"abc"`) or, leniently, a
 /// bare token (`abc`).
 pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let mut values = headers.get_all(IDEMPOTENCY_KEY_NAME).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use opal_core::{Limits, NewMessage};
 
 use crate::problem::{FieldError, Problem};
@@ -13,6 +13,9 @@ use crate::problem::{FieldError, Problem};
 pub(crate) const TRACEPARENT: &str = "traceparent";
 /// The header, and the message attribute, with vendor-specific trace data.
 pub(crate) const TRACESTATE: &str = "tracestate";
+/// The two names to look up: constant names are not parsed again on every request.
+const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
 
 /// Most list members a `tracestate` may have (W3C Trace Context §3.3.1.1).
 const MAX_TRACESTATE_MEMBERS: usize = 32;
@@ -107,7 +110,7 @@ impl TraceHeaders {
     /// since it has no trace to belong to.
     pub(crate) fn from_headers(headers: &HeaderMap, limits: &Limits) -> Result<Self, Problem> {
         let mut errors = Vec::new();
-        let traceparent = match single_header(headers, TRACEPARENT) {
+        let traceparent = match single_header(headers, &TRACEPARENT_NAME) {
             Ok(Some(value)) => match check_traceparent(&value) {
                 Ok(()) => Some(value),
                 Err(reason) => {
@@ -122,7 +125,7 @@ impl TraceHeaders {
             }
         };
         let mut parts = Vec::new();
-        for value in headers.get_all(TRACESTATE) {
+        for value in headers.get_all(&TRACESTATE_NAME) {
             match value.to_str() {
                 Ok(text) => parts.push(text.trim()),
                 Err(_) => errors.push(FieldError::header(TRACESTATE, "must be printable ASCII")),
@@ -132,7 +135,7 @@ impl TraceHeaders {
         if let Some(state) = &tracestate {
             if let Err(reason) = check_tracestate(state, limits) {
                 errors.push(FieldError::header(TRACESTATE, reason));
-            } else if traceparent.is_none() && !headers.contains_key(TRACEPARENT) {
+            } else if traceparent.is_none() && !headers.contains_key(&TRACEPARENT_NAME) {
                 errors.push(FieldError::header(
                     TRACESTATE,
                     "needs a `traceparent` header: a trace state belongs to a trace",
@@ -207,8 +210,9 @@ impl TraceHeaders {
 }
 
 /// A header that may be given at most once, as printable ASCII.
-fn single_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, FieldError> {
+fn single_header(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, FieldError> {
     let mut values = headers.get_all(name).iter();
+    let name = name.as_str();
     let Some(value) = values.next() else {
         return Ok(None);
     };
