@@ -7,6 +7,8 @@
 #   2. GET /v1/topics/bench                 - a reference: authenticated and access-logged like
 #                                             a publish, but stores nothing (REFERENCE=0 skips it)
 #   3. single-message JSON publishes        - 64 connections
+#      (with PAIRS=N, steps 1 and 3 alternate N times, ceiling then publishes, before step 2:
+#      each publish phase is compared with the ceiling measured just before it)
 #   4. 100-message JSON batches of 256 B    - $BATCH_CONNS connections
 #   5. single-message publishes, alternately with the admin key and with an app key that has
 #      pattern scopes and quotas set high enough never to be reached, APP_ROUNDS times each
@@ -19,6 +21,9 @@
 #   OPAL_BIN      server binary (default /work/target-bench/release/opal)
 #   PORT          loopback port (default 7480)
 #   DURATION      seconds per wrk phase (default 20)
+#   PAIRS         alternations of ceiling and single publishes (default 1). This machine's speed
+#                 can change by a third within a minute; short alternating phases keep each
+#                 ratio's two halves in the same conditions.
 #   THREADS       wrk threads (default 2)
 #   CONNS         connections for the ceiling and single publishes (default 64)
 #   BATCH         messages per batched request (default 100)
@@ -110,9 +115,18 @@ run_wrk() { # label, connections, script, extra env...
 }
 
 : >"$WORK_DIR/results"
-WRK_PATH=/healthz run_wrk ceiling "$CONNS" healthz.lua
-[ "${REFERENCE:-1}" = 1 ] && run_wrk topic_get "$CONNS" topic.lua
-run_wrk single "$CONNS" publish.lua BATCH=1
+PAIRS="${PAIRS:-1}"
+if [ "$PAIRS" = 1 ]; then
+  WRK_PATH=/healthz run_wrk ceiling "$CONNS" healthz.lua
+  [ "${REFERENCE:-1}" = 1 ] && run_wrk topic_get "$CONNS" topic.lua
+  run_wrk single "$CONNS" publish.lua BATCH=1
+else
+  for pair in $(seq "$PAIRS"); do
+    WRK_PATH=/healthz run_wrk "ceiling_$pair" "$CONNS" healthz.lua LABEL="ceiling_$pair"
+    run_wrk "single_$pair" "$CONNS" publish.lua BATCH=1 LABEL="single_$pair"
+  done
+  [ "${REFERENCE:-1}" = 1 ] && run_wrk topic_get "$CONNS" topic.lua
+fi
 run_wrk batch "$BATCH_CONNS" publish.lua BATCH="$BATCH"
 for round in $(seq "$APP_ROUNDS"); do
   DURATION=$APP_DURATION run_wrk "admin_key_$round" "$CONNS" publish.lua BATCH=1 LABEL="admin_key_$round"
@@ -127,11 +141,26 @@ app_stored=0
 stop_server
 
 field() { grep "^RESULT $1 " "$WORK_DIR/results" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-ceiling=$(field ceiling req_s)
-single=$(field single req_s)
+pct() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", 100*a/b}'; }
 batch_msgs=$(field batch"$BATCH" msg_s)
 batch_mb=$(field batch"$BATCH" mb_s)
-answered=$(( $(field single requests) + BATCH * $(field batch"$BATCH" requests) ))
+if [ "$PAIRS" = 1 ]; then
+  ceiling=$(field ceiling req_s)
+  single=$(field single req_s)
+  answered=$(field single requests)
+else
+  # Means over the pairs; the ratio is of the sums, so each pair weighs by its duration alike.
+  ceiling_sum=0 single_sum=0 answered=0 ratios=""
+  for pair in $(seq "$PAIRS"); do
+    c=$(field "ceiling_$pair" req_s) p=$(field "single_$pair" req_s)
+    ceiling_sum=$((ceiling_sum + c)) single_sum=$((single_sum + p))
+    answered=$((answered + $(field "single_$pair" requests)))
+    ratios="$ratios $(pct "$p" "$c")"
+  done
+  ceiling=$((ceiling_sum / PAIRS)) single=$((single_sum / PAIRS))
+  echo "# pairs: single / ceiling per pair (%):$ratios"
+fi
+answered=$(( answered + BATCH * $(field batch"$BATCH" requests) ))
 app_answered=0
 admin_sum=0
 app_sum=0
@@ -143,11 +172,11 @@ for round in $(seq "$APP_ROUNDS"); do
 done
 echo "# stored: $stored messages; answered publishes: $answered messages (admin key);" \
   "app key: $app_stored stored, $app_answered answered"
-pct() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", 100*a/b}'; }
 if [ "${REFERENCE:-1}" = 1 ]; then
   reference=$(field topic_get req_s)
   echo "# reference: GET /v1/topics/bench ${reference} req/s = $(pct "$reference" "$ceiling") % of ceiling"
 fi
+[ "$PAIRS" = 1 ] || echo "# means over $PAIRS pairs of ${DURATION}s:"
 echo "# summary: ceiling ${ceiling} req/s; single ${single} req/s = $(pct "$single" "$ceiling") % of ceiling (target >= 50 %);" \
   "batch${BATCH} ${batch_msgs} msg/s, ${batch_mb} MB/s of payload (target >= 200000 msg/s)"
 if [ "$APP_ROUNDS" -gt 0 ]; then
