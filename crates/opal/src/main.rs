@@ -3,7 +3,7 @@
 /// mimalloc rather than glibc's malloc: a publish makes about ninety small allocations, dozens of
 /// them in one size class, more than glibc's per-thread cache keeps (seven per class), so glibc
 /// serves many from its arenas (fast bins, consolidation). That cost a single-message publish
-/// about a seventh of its instructions (docs/benchmarks.md).
+/// about an eighth of its instructions (docs/benchmarks.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
