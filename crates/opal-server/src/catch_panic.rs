@@ -97,7 +97,7 @@ where
             }
             Projected::Panicked { response } => Poll::Ready(Ok(response
                 .take()
-                .expect("a panicked request's future is polled once it has answered"))),
+                .expect("a future polled again after it answered"))),
         }
     }
 }
