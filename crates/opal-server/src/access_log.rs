@@ -98,8 +98,11 @@ where
             request_id = %RequestId(request.headers().get(&X_REQUEST_ID)),
             principal = tracing::field::Empty,
         );
+        // Entered for `call` as well: the layers below do some of their work there (the auth
+        // layer records the caller in this span).
+        let inner = span.in_scope(|| self.inner.call(request));
         AccessLogFuture {
-            inner: self.inner.call(request).instrument(span),
+            inner: inner.instrument(span),
             seen,
         }
     }

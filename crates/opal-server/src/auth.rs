@@ -6,22 +6,19 @@
 //! SHA-256 alone; it acts for the `default` app with the `admin` scope.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use opal_core::tenancy::{ApiKey, KeyStatus, Scope};
 use opal_core::{AppName, SubscriptionName, TopicName};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::ClientCertificate;
-use crate::http::AppState;
 use crate::problem::{Problem, ProblemKind};
 use crate::tenancy::{Tenancy, parse_key};
 
@@ -241,57 +238,8 @@ pub(crate) fn client_addr(request_extensions: &axum::http::Extensions) -> Option
         .map(|ConnectInfo(addr)| *addr)
 }
 
-fn client_ip(request: &Request) -> Option<IpAddr> {
-    client_addr(request.extensions()).map(|a| a.ip())
-}
-
-/// Middleware guarding every `/v1` route: refuses addresses that failed too often, authenticates,
-/// authorizes (`authz::check`), hands the [`Principal`] to the handlers through the request's
-/// extensions and to the access log through the response's.
-pub(crate) async fn require_principal(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let tenancy = &state.tenancy;
-    if let Err(problem) = tenancy.ensure_loaded().await {
-        return problem.into_response();
-    }
-    let ip = client_ip(&request);
-    if let Some(wait) = ip.and_then(|ip| tenancy.quotas.auth_blocked(ip)) {
-        return Problem::new(
-            ProblemKind::RateLimited,
-            "too many failed authentications from this address; wait before trying again",
-        )
-        .with_retry_after(wait.secs())
-        .into_response();
-    }
-    let client = request.extensions().get::<ClientCertificate>();
-    match authenticate(tenancy, &state.admin_key_hash, request.headers(), client) {
-        Ok(principal) => {
-            tracing::Span::current().record("principal", tracing::field::display(&principal));
-            request.extensions_mut().insert(principal.clone());
-            // Authorization here rather than as a layer of its own: one layer fewer on every
-            // `/v1` request.
-            let mut response = match crate::authz::check(&mut request).await {
-                Ok(()) => next.run(request).await,
-                Err(refused) => refused,
-            };
-            // For the access log, which sits outside this layer.
-            response.extensions_mut().insert(principal);
-            response
-        }
-        Err(problem) => {
-            if let Some(ip) = ip {
-                tenancy.quotas.auth_failed(ip);
-            }
-            problem.into_response()
-        }
-    }
-}
-
 /// Handlers that need to know the caller take a `Principal` argument. It fails closed: a route
-/// left outside [`require_principal`] answers 401 instead of running unguarded.
+/// left outside the `auth_layer` answers 401 instead of running unguarded.
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = Problem;
 

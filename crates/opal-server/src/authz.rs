@@ -12,7 +12,7 @@
 use axum::RequestExt as _;
 use axum::extract::{MatchedPath, RawPathParams, Request};
 use axum::http::Method;
-use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt as _;
 
 use crate::auth::Principal;
 use crate::problem::{Problem, ProblemKind};
@@ -93,21 +93,33 @@ fn forbidden(detail: String) -> Problem {
 }
 
 /// Checks the route's rule against the caller's scopes: `Err` holds the answer when the caller
-/// may not. Called by `auth::require_principal` once the caller is known, inside the route
-/// layer (so that the matched route is known).
-pub(crate) async fn check(request: &mut Request) -> Result<(), Response> {
-    let params = request
-        .extract_parts::<RawPathParams>()
-        .await
-        .map_err(IntoResponse::into_response)?;
-    verdict(request, &params).map_err(IntoResponse::into_response)
+/// may not (or the path's parameters are not UTF-8). Called by `auth_layer` once the caller is known, inside the route layer (so that the
+/// matched route is known).
+pub(crate) fn check(request: &mut Request) -> Result<(), Problem> {
+    // The extractor only reads what routing left in the request: it is ready at once.
+    let params = match request.extract_parts::<RawPathParams>().now_or_never() {
+        Some(Ok(params)) => params,
+        Some(Err(rejection)) => {
+            return Err(Problem::new(
+                ProblemKind::InvalidRequest,
+                rejection.body_text(),
+            ));
+        }
+        None => {
+            return Err(Problem::new(
+                ProblemKind::Internal,
+                "the path parameters of this route could not be read",
+            ));
+        }
+    };
+    verdict(request, &params)
 }
 
 /// Whether the authenticated caller of `request` may take its route, with the path's `params`.
 /// Borrows everything: this runs on every `/v1` request.
 fn verdict(request: &Request, params: &RawPathParams) -> Result<(), Problem> {
     let Some(principal) = request.extensions().get::<Principal>() else {
-        // `require_principal` authenticates before it calls `check`; without a principal
+        // `auth_layer` authenticates before it calls `check`; without a principal
         // nothing is allowed.
         return Err(forbidden("this request was not authenticated".into()));
     };

@@ -1,10 +1,10 @@
-//! The HTTP conventions every route shares, built as layers: CORS, response compression, request
-//! decompression, the request-body guard (deadline and wire size) and `Retry-After` on every
-//! `503`/`429`.
+//! The HTTP conventions every route shares, built as layers: request ids, CORS, response
+//! compression, and (in `conventions`) request decompression, the request-body guard (deadline
+//! and wire size), problems for every error and `Retry-After` on every `503`/`429`.
 //!
-//! `router()` wraps the routes in [`around`]: one tower stack with these layers inside
-//! `problem::ensure_problem`, so that any bare error status from them still becomes a problem,
-//! and CORS and `Retry-After` outside it, so that they reach every response, problems included.
+//! `router()` wraps the routes in [`around`]: one tower stack with compression inside the
+//! conventions layer, so that any bare error status from it still becomes a problem, and CORS
+//! outside it, so that it reaches every response, problems included.
 //!
 //! How long a request may take:
 //!
@@ -18,39 +18,30 @@
 //! - *Headers*: `axum::serve` gives no access to hyper's connection builder, so hyper's header
 //!   read timeout (which needs a timer) is not active; see the note in `run()`.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, HttpBody};
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::header::{
-    ACCEPT_ENCODING, AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, ETAG, LINK,
-    RETRY_AFTER,
-};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Version};
-use axum::middleware::{self, Next};
+use axum::body::HttpBody;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::{AUTHORIZATION, ETAG, LINK, RETRY_AFTER};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt as _;
-use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
-use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::ServerConfig;
 use crate::access_log::AccessLogLayer;
+use crate::body_guard::BodyGuard;
 use crate::catch_panic::CatchPanicLayer;
+use crate::conventions::ConventionsLayer;
 use crate::http::health;
-use crate::problem::{self, PROBLEM_JSON, Problem, ProblemKind};
-
-/// Seconds a client should wait before retrying a `503` or `429` that did not say: the same
-/// value `problem::Problem::unavailable` sends.
-const DEFAULT_RETRY_AFTER_SECS: &str = "5";
+use crate::problem;
 
 /// Responses smaller than this are sent as they are: compressing them saves a few bytes at best
 /// and costs CPU and latency on every call.
@@ -58,9 +49,6 @@ const MIN_COMPRESSED_BYTES: u64 = 1024;
 
 /// The longest request-body deadline actually applied (one day).
 const MAX_REQUEST_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
-
-/// The content codings a request body may use, as listed in `415` answers.
-const ACCEPTED_CODINGS: &str = "gzip, zstd";
 
 /// What a browser on an allowed origin may read from a response besides the CORS-safelisted
 /// headers.
@@ -73,17 +61,12 @@ pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-i
 /// How long a browser may cache a preflight answer (browsers cap it at 2 h or less).
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(3600);
 
-/// The `type` of the `408` problem. Rendered here rather than in `problem.rs`'s `ProblemKind`,
-/// because only this layer produces it.
-const REQUEST_TIMEOUT_TYPE: &str = "urn:opal:problem:request-timeout";
-
 /// Wraps the whole router (routes and fallback) in the layers every request passes, as one
 /// tower stack, outermost first: the `Authorization` header marked sensitive (so that no layer
-/// or handler can log the key), request ids, the body limit, CORS (when origins are configured)
-/// and `Retry-After` outside `problem::ensure_problem` (so that they reach problems too); inside
-/// it the request-body guard, the `Content-Encoding` check, request decompression and response
-/// compression (when on), whose bare error statuses `ensure_problem` turns into problems; and
-/// innermost the access log (which skips the health probes) and the panic catcher.
+/// or handler can log the key), request ids, the body limit, CORS (when origins are
+/// configured), the conventions (`conventions`: content codings, the body guard, problems,
+/// `Retry-After`), response compression (when on), and innermost the access log (which skips
+/// the health probes) and the panic catcher.
 ///
 /// One stack around the router rather than `Router::layer` per layer: axum wraps every route in
 /// a boxed service per `Router::layer` call and clones the boxed chain below it on every
@@ -117,16 +100,12 @@ pub(crate) fn around(routes: Router, config: &ServerConfig) -> Router {
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .option_layer(cors(&config.cors_origins))
-        .layer(middleware::map_response(ensure_retry_after))
-        .layer(middleware::from_fn(crate::problem::ensure_problem))
-        .layer(middleware::from_fn_with_state(guard, guard_body))
-        .layer(middleware::from_fn(check_content_encoding))
         // The decompressed body goes on to the handlers, whose extractor applies the body limit
         // (`DefaultBodyLimit`) to the bytes it reads: a small body that inflates past the limit is
         // a `413` after at most `max_body_bytes` of output, never a buffer of the whole thing.
-        .layer(RequestDecompressionLayer::new().gzip(true).zstd(true))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .option_layer(cors(&config.cors_origins))
+        .layer(ConventionsLayer::new(guard))
         .option_layer(compression)
         // Innermost, so that the access log records what the handler answered (before the
         // layers above rewrite or compress it) and a panic becomes a 500 that it records too.
@@ -179,184 +158,6 @@ async fn never_406(mut response: Response) -> Response {
         && let Some(HandlerStatus(status)) = response.extensions().get::<HandlerStatus>().copied()
     {
         *response.status_mut() = status;
-    }
-    response
-}
-
-/// Accepts `Content-Encoding` `gzip` (or its alias `x-gzip`), `zstd` and `identity`, in any
-/// case, and hands the decompression layer the canonical name; answers anything else, or more
-/// than one coding, with a `415` problem listing what is accepted (RFC 9110 §15.5.16).
-async fn check_content_encoding(mut request: Request, next: Next) -> Response {
-    if !request.headers().contains_key(CONTENT_ENCODING) {
-        return next.run(request).await;
-    }
-    let mut codings = Vec::new();
-    for value in request.headers().get_all(CONTENT_ENCODING) {
-        let Ok(value) = value.to_str() else {
-            return unsupported_encoding("the `Content-Encoding` header is not ASCII".to_owned());
-        };
-        codings.extend(
-            value
-                .split(',')
-                .map(|coding| coding.trim().to_ascii_lowercase())
-                .filter(|coding| !coding.is_empty() && coding != "identity"),
-        );
-    }
-    let canonical = match codings.as_slice() {
-        [] => None,
-        [one] => match one.as_str() {
-            "gzip" | "x-gzip" => Some("gzip"),
-            "zstd" => Some("zstd"),
-            other => {
-                return unsupported_encoding(format!(
-                    "`Content-Encoding: {other}` is not supported; send the body as it is, or \
-                     compressed with one of {ACCEPTED_CODINGS}"
-                ));
-            }
-        },
-        _ => {
-            return unsupported_encoding(format!(
-                "a request body may be compressed once, with one of {ACCEPTED_CODINGS}; got \
-                 `{}`",
-                codings.join(", ")
-            ));
-        }
-    };
-    let headers = request.headers_mut();
-    headers.remove(CONTENT_ENCODING);
-    if let Some(coding) = canonical {
-        headers.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
-    }
-    next.run(request).await
-}
-
-fn unsupported_encoding(detail: String) -> Response {
-    Problem::new(ProblemKind::UnsupportedMediaType, detail)
-        .with_header(ACCEPT_ENCODING, ACCEPTED_CODINGS)
-        .into_response()
-}
-
-/// What [`guard_body`] enforces on the bytes of a request body as they come off the wire.
-#[derive(Debug, Clone, Copy)]
-struct BodyGuard {
-    /// The whole body must have arrived this long after the headers.
-    timeout: Duration,
-    /// At most this many bytes on the wire, compressed or not (the handlers' extractor limits
-    /// the decompressed size to the same number).
-    max_bytes: usize,
-}
-
-/// Why [`guard_body`] cut a body short; the handler sees an unreadable body (and answers `400`),
-/// and the guard replaces that answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    Deadline,
-    TooLarge,
-}
-
-impl std::fmt::Display for Cut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Cut::Deadline => f.write_str("the request body did not arrive in time"),
-            Cut::TooLarge => f.write_str("the request body is too large"),
-        }
-    }
-}
-
-impl std::error::Error for Cut {}
-
-/// Wraps the request body so that it ends in an error once the deadline passes or more than
-/// `max_bytes` arrive, and turns the handler's answer into a `408` or `413` problem when that
-/// happened. Requests without a body pass untouched (a WebSocket upgrade among them).
-async fn guard_body(State(guard): State<BodyGuard>, request: Request, next: Next) -> Response {
-    if request.body().is_end_stream() {
-        return next.run(request).await;
-    }
-    let http1 = request.version() <= Version::HTTP_11;
-    let cut: Arc<OnceLock<Cut>> = Arc::default();
-    let deadline = Instant::now() + guard.timeout;
-    let request = request.map(|body| guarded(body, guard.max_bytes, deadline, Arc::clone(&cut)));
-    let response = next.run(request).await;
-    match cut.get() {
-        None => response,
-        Some(Cut::TooLarge) => Problem::new(
-            ProblemKind::PayloadTooLarge,
-            format!(
-                "the request body is larger than the limit of {} bytes",
-                guard.max_bytes
-            ),
-        )
-        .into_response(),
-        Some(Cut::Deadline) => request_timeout(guard.timeout, http1),
-    }
-}
-
-fn guarded(body: Body, max_bytes: usize, deadline: Instant, cut: Arc<OnceLock<Cut>>) -> Body {
-    let state = Some((body.into_data_stream(), 0_usize));
-    let stream = futures_util::stream::unfold(state, move |state| {
-        let cut = Arc::clone(&cut);
-        async move {
-            let (mut stream, seen) = state?;
-            let failed = |reason: Cut| {
-                let _ = cut.set(reason);
-                Some((Err(axum::Error::new(reason)), None))
-            };
-            match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_elapsed) => failed(Cut::Deadline),
-                Ok(None) => None,
-                Ok(Some(Err(err))) => Some((Err(err), None)),
-                Ok(Some(Ok(chunk))) => {
-                    let seen = seen.saturating_add(chunk.len());
-                    if seen > max_bytes {
-                        failed(Cut::TooLarge)
-                    } else {
-                        Some((Ok(chunk), Some((stream, seen))))
-                    }
-                }
-            }
-        }
-    });
-    // Fused: readers (the gzip and zstd decoders among them) may poll again after the end.
-    Body::from_stream(stream.fuse())
-}
-
-/// The `408` problem. The request was not read to its end, so the connection cannot carry
-/// another request: HTTP/1 answers say so with `Connection: close` (RFC 9110 §15.5.9).
-fn request_timeout(timeout: Duration, http1: bool) -> Response {
-    let body = serde_json::json!({
-        "type": REQUEST_TIMEOUT_TYPE,
-        "title": "Request timeout",
-        "status": StatusCode::REQUEST_TIMEOUT.as_u16(),
-        "detail": format!(
-            "the request body did not arrive within {} ms of its headers",
-            timeout.as_millis()
-        ),
-    });
-    let mut response = (
-        StatusCode::REQUEST_TIMEOUT,
-        [(CONTENT_TYPE, PROBLEM_JSON)],
-        body.to_string(),
-    )
-        .into_response();
-    if http1 {
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
-}
-
-/// Every `503` and `429` tells the client when to come back (RFC 9110 §10.2.3), whichever code
-/// produced it; an explicit `Retry-After` is kept.
-async fn ensure_retry_after(mut response: Response) -> Response {
-    let status = response.status();
-    if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
-        && !response.headers().contains_key(RETRY_AFTER)
-    {
-        response.headers_mut().insert(
-            RETRY_AFTER,
-            HeaderValue::from_static(DEFAULT_RETRY_AFTER_SECS),
-        );
     }
     response
 }
@@ -459,11 +260,15 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 mod tests {
     use std::convert::Infallible;
 
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::http::header::CONTENT_TYPE;
     use axum::routing::get;
     use opal_core::BrokerError;
     use tower::ServiceExt as _;
 
     use super::*;
+    use crate::problem::Problem;
 
     fn config() -> ServerConfig {
         ServerConfig::new([0; 32])

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::middleware;
 use opal_core::tenancy::Directory;
 use opal_core::{Broker, Clock, Limits};
 use tokio::net::TcpListener;
@@ -20,10 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 mod access_log;
 mod auth;
+mod auth_layer;
 mod authz;
+mod body_guard;
 mod catch_panic;
 mod client_cert;
 mod connections;
+mod conventions;
 mod http;
 mod json;
 mod layers;
@@ -237,11 +239,8 @@ pub fn router(
         shutdown,
     });
     // A route layer, so that unknown paths are a plain 404 and the matched route is known to
-    // authorization (which `require_principal` runs once the caller is known).
-    let v1 = http::v1_router().route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_principal,
-    ));
+    // authorization (which `auth_layer` runs once the caller is known).
+    let v1 = http::v1_router().route_layer(auth_layer::RequirePrincipalLayer::new(state.clone()));
     let routes = Router::new()
         .merge(v1)
         // Unauthenticated: the OpenAPI document (`GET /openapi.json`) and the health probes.

@@ -5,7 +5,6 @@ use std::any::Any;
 use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use opal_core::BrokerError;
 use serde::Serialize;
@@ -379,8 +378,7 @@ pub(crate) async fn no_route(request: Request) -> Problem {
 
 /// Turns any error response that was not built as a problem (axum's 405, for one) into one, so
 /// that clients can rely on problem+json for every error. Headers such as `Allow` are kept.
-pub(crate) async fn ensure_problem(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+pub(crate) fn ensure_problem(response: Response) -> Response {
     let status = response.status();
     let is_problem = response
         .headers()

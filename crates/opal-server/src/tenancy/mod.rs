@@ -81,6 +81,11 @@ impl Tenancy {
         }
     }
 
+    /// Whether the directory was read (`ensure_loaded` succeeded once).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded.initialized()
+    }
+
     /// Reads the directory once (on the first request), creating the `default` app if needed.
     pub(crate) async fn ensure_loaded(&self) -> Result<(), Problem> {
         self.loaded
