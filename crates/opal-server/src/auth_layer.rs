@@ -113,9 +113,12 @@ impl IntoResponse for Refused {
 }
 
 /// The request on its way to the handler, with its caller; or why it may not go on.
-fn admit(state: &AppState, mut request: Request) -> Result<(Request, Principal), Refused> {
+fn admit(state: &AppState, request: Request) -> Result<(Request, Principal), Refused> {
     let tenancy = &state.tenancy;
-    let ip = client_addr(request.extensions()).map(|addr| addr.ip());
+    // Taken apart rather than borrowed whole: authorization reads the route's parameters from
+    // the head without copying it.
+    let (mut parts, body) = request.into_parts();
+    let ip = client_addr(&parts.extensions).map(|addr| addr.ip());
     let refused = |problem, caller| Refused { problem, caller };
     if let Some(wait) = ip.and_then(|ip| tenancy.quotas.auth_blocked(ip)) {
         let problem = Problem::new(
@@ -125,8 +128,8 @@ fn admit(state: &AppState, mut request: Request) -> Result<(Request, Principal),
         .with_retry_after(wait.secs());
         return Err(refused(problem, None));
     }
-    let client = request.extensions().get::<ClientCertificate>();
-    let principal = match authenticate(tenancy, &state.admin_key_hash, request.headers(), client) {
+    let client = parts.extensions.get::<ClientCertificate>();
+    let principal = match authenticate(tenancy, &state.admin_key_hash, &parts.headers, client) {
         Ok(principal) => principal,
         Err(problem) => {
             if let Some(ip) = ip {
@@ -136,11 +139,11 @@ fn admit(state: &AppState, mut request: Request) -> Result<(Request, Principal),
         }
     };
     tracing::Span::current().record("principal", tracing::field::display(&principal));
-    request.extensions_mut().insert(principal.clone());
-    match crate::authz::check(&mut request) {
-        Ok(()) => Ok((request, principal)),
-        Err(problem) => Err(refused(problem, Some(principal))),
+    if let Err(problem) = crate::authz::check(&mut parts, &principal) {
+        return Err(refused(problem, Some(principal)));
     }
+    parts.extensions.insert(principal.clone());
+    Ok((Request::from_parts(parts, body), principal))
 }
 
 pin_project_lite::pin_project! {

@@ -9,9 +9,9 @@
 //! Whether the named resource exists is not looked at here, so a refusal tells nothing about
 //! other apps.
 
-use axum::RequestExt as _;
-use axum::extract::{MatchedPath, RawPathParams, Request};
+use axum::extract::{FromRequestParts as _, MatchedPath, RawPathParams};
 use axum::http::Method;
+use axum::http::request::Parts;
 use futures_util::FutureExt as _;
 
 use crate::auth::Principal;
@@ -92,12 +92,13 @@ fn forbidden(detail: String) -> Problem {
     Problem::new(ProblemKind::Forbidden, detail)
 }
 
-/// Checks the route's rule against the caller's scopes: `Err` holds the answer when the caller
-/// may not (or the path's parameters are not UTF-8). Called by `auth_layer` once the caller is known, inside the route layer (so that the
-/// matched route is known).
-pub(crate) fn check(request: &mut Request) -> Result<(), Problem> {
+/// Checks the route's rule against the scopes of `principal`, the authenticated caller of the
+/// request whose head is `parts`: `Err` holds the answer when the caller may not (or the path's
+/// parameters are not UTF-8). Called by `auth_layer` inside the route layer, so that the
+/// matched route is known.
+pub(crate) fn check(parts: &mut Parts, principal: &Principal) -> Result<(), Problem> {
     // The extractor only reads what routing left in the request: it is ready at once.
-    let params = match request.extract_parts::<RawPathParams>().now_or_never() {
+    let params = match RawPathParams::from_request_parts(parts, &()).now_or_never() {
         Some(Ok(params)) => params,
         Some(Err(rejection)) => {
             return Err(Problem::new(
@@ -112,22 +113,17 @@ pub(crate) fn check(request: &mut Request) -> Result<(), Problem> {
             ));
         }
     };
-    verdict(request, &params)
+    verdict(parts, principal, &params)
 }
 
-/// Whether the authenticated caller of `request` may take its route, with the path's `params`.
-/// Borrows everything: this runs on every `/v1` request.
-fn verdict(request: &Request, params: &RawPathParams) -> Result<(), Problem> {
-    let Some(principal) = request.extensions().get::<Principal>() else {
-        // `auth_layer` authenticates before it calls `check`; without a principal
-        // nothing is allowed.
-        return Err(forbidden("this request was not authenticated".into()));
-    };
-    let route = request
-        .extensions()
+/// Whether `principal` may take the route of the request whose head is `parts`, with the path's
+/// `params`. Borrows everything: this runs on every `/v1` request.
+fn verdict(parts: &Parts, principal: &Principal, params: &RawPathParams) -> Result<(), Problem> {
+    let route = parts
+        .extensions
         .get::<MatchedPath>()
         .map_or("", MatchedPath::as_str);
-    let method = request.method();
+    let method = &parts.method;
     let param = |name: &str| {
         params
             .iter()
