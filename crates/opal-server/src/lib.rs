@@ -1,5 +1,6 @@
 //! Opal's HTTP front door and its edges (auth, health, request ids, problem+json errors, and the
-//! HTTP conventions in `layers`: CORS, compression, the request-body deadline, `Retry-After`),
+//! HTTP conventions in `layers` and `conventions`: CORS, compression, content codings, the
+//! request-body deadline, `Retry-After`),
 //! served over plain HTTP or TLS (`tls`, with optional client certificates: `client_cert`).
 //!
 //! The binary binds the listener, builds a [`ServerConfig`] and a broker backend, and calls
