@@ -98,11 +98,8 @@ where
             request_id = %RequestId(request.headers().get(&X_REQUEST_ID)),
             principal = tracing::field::Empty,
         );
-        // Entered for `call` as well: the layers below do some of their work there (the auth
-        // layer records the caller in this span).
-        let inner = span.in_scope(|| self.inner.call(request));
         AccessLogFuture {
-            inner: inner.instrument(span),
+            inner: self.inner.call(request).instrument(span),
             seen,
         }
     }

@@ -138,6 +138,8 @@ fn admit(state: &AppState, request: Request) -> Result<(Request, Principal), Ref
             return Err(refused(problem, None));
         }
     };
+    // The request's span (`access_log`) is entered: axum calls a route's service when its
+    // future is first polled, inside that span.
     tracing::Span::current().record("principal", tracing::field::display(&principal));
     if let Err(problem) = crate::authz::check(&mut parts, &principal) {
         return Err(refused(problem, Some(principal)));

@@ -117,3 +117,56 @@ async fn requests_are_logged_without_the_key_and_probes_are_not() {
         assert!(!logs.contains(probe), "a probe was logged:\n{logs}");
     }
 }
+
+/// Records the values given to `principal` fields of spans named `http`.
+#[derive(Clone, Default)]
+struct Principals(Arc<Mutex<Vec<String>>>);
+
+impl<S> tracing_subscriber::Layer<S> for Principals
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_record(
+        &self,
+        span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if ctx.span(span).is_some_and(|s| s.name() == "http") {
+            values.record(&mut PrincipalField(&self.0));
+        }
+    }
+}
+
+struct PrincipalField<'a>(&'a Mutex<Vec<String>>);
+
+impl tracing::field::Visit for PrincipalField<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "principal" {
+            self.0.lock().unwrap().push(format!("{value:?}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_request_span_names_the_authenticated_caller() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let principals = Principals::default();
+    let subscriber = tracing_subscriber::registry().with(principals.clone());
+    // See `requests_are_logged_without_the_key_and_probes_are_not`.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = TestApp::new();
+    let request = authed("GET", "/v1/topics/absent")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(request).await.status, 404);
+    let anonymous = Request::get("/v1/topics").body(Body::empty()).unwrap();
+    assert_eq!(app.send(anonymous).await.status, 401);
+
+    // Handlers' own log lines carry the caller through this span (at `debug`); a request that
+    // was not authenticated records none.
+    assert_eq!(*principals.0.lock().unwrap(), ["admin"]);
+}
