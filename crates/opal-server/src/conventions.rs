@@ -57,10 +57,7 @@ impl<S: Clone> Layer<S> for ConventionsLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         Conventions {
-            decompressing: RequestDecompression::new(inner.clone())
-                .gzip(true)
-                .zstd(true),
-            plain: inner,
+            inner,
             guard: self.guard,
         }
     }
@@ -69,17 +66,15 @@ impl<S: Clone> Layer<S> for ConventionsLayer {
 /// See the module documentation.
 #[derive(Debug, Clone)]
 pub(crate) struct Conventions<S> {
-    /// For requests whose body has no content coding: most of them.
-    plain: S,
-    /// The same service, for gzip and zstd bodies.
-    decompressing: RequestDecompression<S>,
+    inner: S,
     guard: BodyGuard,
 }
 
 impl<S> Service<Request<Body>> for Conventions<S>
 where
     S: Service<Request<Body>, Response = Response, Error = Infallible>
-        + Service<Request<DecompressionBody<Body>>, Response = Response, Error = Infallible>,
+        + Service<Request<DecompressionBody<Body>>, Response = Response, Error = Infallible>
+        + Clone,
 {
     type Response = Response;
     type Error = Infallible;
@@ -89,8 +84,7 @@ where
     >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        ready!(Service::<Request<Body>>::poll_ready(&mut self.plain, cx))?;
-        Service::<Request<Body>>::poll_ready(&mut self.decompressing, cx)
+        Service::<Request<Body>>::poll_ready(&mut self.inner, cx)
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
@@ -113,13 +107,18 @@ where
             Some(Watch { cut, guard, http1 })
         };
         if encoded {
+            // Rare: the decompressor is built for the request, around the service made ready
+            // (a clone stays for the next request).
+            let fresh = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, fresh);
+            let mut decompressing = RequestDecompression::new(ready).gzip(true).zstd(true);
             ConventionsFuture::Decompressing {
-                inner: self.decompressing.call(request),
+                inner: decompressing.call(request),
                 watch,
             }
         } else {
             ConventionsFuture::Plain {
-                inner: self.plain.call(request),
+                inner: Service::<Request<Body>>::call(&mut self.inner, request),
                 watch,
             }
         }
