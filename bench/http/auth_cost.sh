@@ -8,6 +8,8 @@
 # quotas as JSON; default: every quota, far above reach; `{}` for none).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=bench/http/server.sh
+source "$HERE/server.sh"
 OPAL_BIN="${OPAL_BIN:-/work/target-bench/release/opal}"
 PORT="${PORT:-7483}"; D="${D:-6}"; ROUNDS="${ROUNDS:-5}"
 WORK_DIR="${WORK_DIR:-/work/opal-bench-auth}"
@@ -20,7 +22,7 @@ mkdir -p "$WORK_DIR"; rm -rf "$WORK_DIR/data"
   >"$WORK_DIR/server.out" 2>"$WORK_DIR/server.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$WORK_DIR/data"' EXIT
-for _ in $(seq 100); do curl -fsS -o /dev/null "$BASE/healthz" 2>/dev/null && break; sleep 0.1; done
+wait_for_server "$PID" "$BASE" "$WORK_DIR/server.log"
 curl -fsS -o /dev/null -X PUT -H "$A" "$BASE/v1/topics/bench"
 QUOTAS="${QUOTAS:-{\"publish_messages_per_s\":100000000,\"publish_bytes_per_s\":100000000000,\"stored_bytes\":1000000000000,\"topics\":1000,\"subscriptions\":1000,\"open_streams\":1000\}}"
 curl -fsS -o /dev/null -X POST -H "$A" -H 'Content-Type: application/json' "$BASE/v1/apps" \

@@ -18,6 +18,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=bench/http/server.sh
+source "$HERE/server.sh"
 ROUNDS=${1:?usage: cpu_split.sh ROUNDS VARIANT...}
 shift
 [ $# -gt 0 ] || { echo "usage: cpu_split.sh ROUNDS VARIANT..." >&2; exit 1; }
@@ -75,11 +77,7 @@ for round in $(seq "$ROUNDS"); do
     env $env_list "$bin" serve --http "127.0.0.1:${PORT}" --data-dir "$WORK_DIR/data" \
       --fsync "$FSYNC" >/dev/null 2>"$WORK_DIR/server.log" &
     SERVER_PID=$!
-    for _ in $(seq 100); do
-      curl -fsS -o /dev/null "$BASE/healthz" 2>/dev/null && break
-      kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited:" >&2; cat "$WORK_DIR/server.log" >&2; exit 1; }
-      sleep 0.1
-    done
+    wait_for_server "$SERVER_PID" "$BASE" "$WORK_DIR/server.log"
     curl -fsS -o /dev/null -X PUT -H "Authorization: Bearer $OPAL_ADMIN_KEY" "$BASE/v1/topics/bench"
     ceiling=$(phase healthz.lua /healthz)
     single=$(phase publish.lua /)

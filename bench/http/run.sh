@@ -37,6 +37,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=bench/http/server.sh
+source "$HERE/server.sh"
 OPAL_BIN="${OPAL_BIN:-/work/target-bench/release/opal}"
 PORT="${PORT:-7480}"
 DURATION="${DURATION:-20}"
@@ -79,12 +81,7 @@ echo "# duration ${DURATION}s/phase, wrk threads $THREADS, conns $CONNS (ceiling
 "$OPAL_BIN" serve --http "127.0.0.1:${PORT}" --data-dir "$WORK_DIR/data" --fsync always \
   >"$WORK_DIR/server.out" 2>"$LOG" &
 SERVER_PID=$!
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null "$BASE/healthz" 2>/dev/null && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited:" >&2; cat "$LOG" >&2; exit 1; }
-  sleep 0.1
-done
-curl -fsS -o /dev/null "$BASE/healthz"
+wait_for_server "$SERVER_PID" "$BASE" "$LOG"
 grep -q "fsync:    always" "$WORK_DIR/server.out" || { echo "server is not on fsync=always" >&2; exit 1; }
 
 curl -fsS -o /dev/null -X PUT -H "$AUTH" "$BASE/v1/topics/bench"
