@@ -19,16 +19,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
-use axum::http::header::{
-    ACCEPT_ENCODING, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
-};
+use axum::http::header::{ACCEPT_ENCODING, CONNECTION, CONTENT_ENCODING, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 use tower_http::decompression::{DecompressionBody, RequestDecompression};
 
 use crate::body_guard::{BodyGuard, Cut, CutFlag, GuardedBody};
-use crate::problem::{self, PROBLEM_JSON, Problem, ProblemKind};
+use crate::problem::{self, Problem, ProblemKind};
 
 /// Seconds a client should wait before retrying a `503` or `429` that did not say: the same
 /// value `problem::Problem::unavailable` sends.
@@ -36,10 +34,6 @@ const DEFAULT_RETRY_AFTER_SECS: &str = "5";
 
 /// The content codings a request body may use, as listed in `415` answers.
 const ACCEPTED_CODINGS: &str = "gzip, zstd";
-
-/// The `type` of the `408` problem. Rendered here rather than in `problem.rs`'s `ProblemKind`,
-/// because only this layer produces it.
-const REQUEST_TIMEOUT_TYPE: &str = "urn:opal:problem:request-timeout";
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConventionsLayer {
@@ -250,27 +244,18 @@ fn unsupported_encoding(detail: String) -> Problem {
 /// The `408` problem. The request was not read to its end, so the connection cannot carry
 /// another request: HTTP/1 answers say so with `Connection: close` (RFC 9110 §15.5.9).
 fn request_timeout(timeout: Duration, http1: bool) -> Response {
-    let body = serde_json::json!({
-        "type": REQUEST_TIMEOUT_TYPE,
-        "title": "Request timeout",
-        "status": StatusCode::REQUEST_TIMEOUT.as_u16(),
-        "detail": format!(
+    let problem = Problem::new(
+        ProblemKind::RequestTimeout,
+        format!(
             "the request body did not arrive within {} ms of its headers",
             timeout.as_millis()
         ),
-    });
-    let mut response = (
-        StatusCode::REQUEST_TIMEOUT,
-        [(CONTENT_TYPE, PROBLEM_JSON)],
-        body.to_string(),
-    )
-        .into_response();
+    );
     if http1 {
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+        problem.with_header(CONNECTION, "close").into_response()
+    } else {
+        problem.into_response()
     }
-    response
 }
 
 /// Every `503` and `429` tells the client when to come back (RFC 9110 §10.2.3), whichever code

@@ -26,6 +26,7 @@ pub(crate) enum ProblemKind {
     MethodNotAllowed,
     Conflict,
     PreconditionFailed,
+    RequestTimeout,
     PayloadTooLarge,
     UnsupportedMediaType,
     RateLimited,
@@ -36,7 +37,7 @@ pub(crate) enum ProblemKind {
 
 impl ProblemKind {
     /// Every class, for the tests and for the `type` enum of the OpenAPI `Problem` schema.
-    pub(crate) const ALL: [ProblemKind; 13] = [
+    pub(crate) const ALL: [ProblemKind; 14] = [
         ProblemKind::InvalidRequest,
         ProblemKind::Unauthorized,
         ProblemKind::Forbidden,
@@ -44,6 +45,7 @@ impl ProblemKind {
         ProblemKind::MethodNotAllowed,
         ProblemKind::Conflict,
         ProblemKind::PreconditionFailed,
+        ProblemKind::RequestTimeout,
         ProblemKind::PayloadTooLarge,
         ProblemKind::UnsupportedMediaType,
         ProblemKind::RateLimited,
@@ -61,6 +63,7 @@ impl ProblemKind {
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::Conflict => StatusCode::CONFLICT,
             ProblemKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ProblemKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -79,6 +82,7 @@ impl ProblemKind {
             ProblemKind::MethodNotAllowed => "urn:opal:problem:method-not-allowed",
             ProblemKind::Conflict => "urn:opal:problem:conflict",
             ProblemKind::PreconditionFailed => "urn:opal:problem:precondition-failed",
+            ProblemKind::RequestTimeout => "urn:opal:problem:request-timeout",
             ProblemKind::PayloadTooLarge => "urn:opal:problem:payload-too-large",
             ProblemKind::UnsupportedMediaType => "urn:opal:problem:unsupported-media-type",
             ProblemKind::RateLimited => "urn:opal:problem:rate-limited",
@@ -97,6 +101,7 @@ impl ProblemKind {
             ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::Conflict => "Conflict with the current state",
             ProblemKind::PreconditionFailed => "The resource changed",
+            ProblemKind::RequestTimeout => "Request timeout",
             ProblemKind::PayloadTooLarge => "Request body too large",
             ProblemKind::UnsupportedMediaType => "Unsupported media type",
             ProblemKind::RateLimited => "Too many requests",
@@ -115,6 +120,7 @@ impl ProblemKind {
             StatusCode::NOT_FOUND => ProblemKind::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => ProblemKind::MethodNotAllowed,
             StatusCode::CONFLICT => ProblemKind::Conflict,
+            StatusCode::REQUEST_TIMEOUT => ProblemKind::RequestTimeout,
             StatusCode::PAYLOAD_TOO_LARGE => ProblemKind::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ProblemKind::UnsupportedMediaType,
             StatusCode::SERVICE_UNAVAILABLE => ProblemKind::Unavailable,
