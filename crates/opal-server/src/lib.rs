@@ -31,6 +31,7 @@ mod http;
 mod json;
 mod layers;
 mod openapi;
+mod openapi_links;
 mod path;
 mod problem;
 mod tenancy;

@@ -18,6 +18,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, Required};
 use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
+use crate::openapi_links::Links;
 use crate::problem::{PROBLEM_JSON, Problem};
 
 #[derive(OpenApi)]
@@ -91,7 +92,7 @@ use crate::problem::{PROBLEM_JSON, Problem};
             Unavailable
         )
     ),
-    modifiers(&V1Conventions),
+    modifiers(&V1Conventions, &Links),
     tags(
         (name = "health", description = "Probes; unauthenticated."),
         (name = "meta", description = "This document; unauthenticated."),
