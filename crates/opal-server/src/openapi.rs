@@ -314,7 +314,9 @@ fn path_name(name: &str, what: &str) -> Parameter {
         .parameter_in(ParameterIn::Path)
         .required(Required::True)
         .description(Some(format!(
-            "The {what}'s name: 1 to 200 of `A-Z a-z 0-9 . _ -`, not starting with `.`."
+            "The {what}'s name: 1 to 200 of `A-Z a-z 0-9 . _ -`, not starting with `.`; \
+             the server puts the caller's app and a `/` in front of a short name (`default/` \
+             for an admin key), and the whole must be at most 200 characters."
         )))
         .schema(Some(string_schema(NAME_PATTERN)))
         .build()
