@@ -1,8 +1,9 @@
-//! OpenAPI links: which answer feeds which operation. A new key's `id` names it for rotation,
-//! a pull's `ack_id`s go to ack, nack and extend, a created subscription's name to the
-//! operations on it, a published message's `id` to its task. Clients and code generators read
-//! them to chain calls; schemathesis follows them in its stateful phase, so that the operations
-//! on existing resources are fuzzed with identifiers that exist rather than ones that `404`.
+//! OpenAPI links: which answer feeds which operation. A created topic takes publishes and
+//! subscriptions, a new key's `id` names it for rotation, a pull's `ack_id`s go to ack, nack
+//! and extend, a created subscription's name to the operations on it, a published message's
+//! `id` to its task. Clients and code generators read them to chain calls; schemathesis follows
+//! them in its stateful phase, so that the operations on existing resources are fuzzed with
+//! identifiers that exist rather than ones that `404`.
 
 use serde_json::{Value, json};
 use utoipa::Modify;
@@ -29,7 +30,27 @@ fn first_ack_id() -> Value {
     json!({ "ack_ids": ["$response.body#/deliveries/0/ack_id"] })
 }
 
+fn subscription_on_the_topic() -> Value {
+    json!({ "topic": "$request.path.topic" })
+}
+
 const LINKS: &[LinkSpec] = &[
+    LinkSpec {
+        from: "createTopic",
+        statuses: CREATED,
+        to: "publishMessages",
+        description: "Publish to the topic.",
+        parameters: &[("topic", "$request.path.topic")],
+        body: None,
+    },
+    LinkSpec {
+        from: "createTopic",
+        statuses: CREATED,
+        to: "createSubscription",
+        description: "Subscribe to the topic.",
+        parameters: &[],
+        body: Some(subscription_on_the_topic),
+    },
     LinkSpec {
         from: "createKey",
         statuses: &["201"],
