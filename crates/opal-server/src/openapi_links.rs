@@ -102,6 +102,14 @@ const LINKS: &[LinkSpec] = &[
     LinkSpec {
         from: "createSubscription",
         statuses: CREATED,
+        to: "publishMessages",
+        description: "Publish to the subscription's topic (a short name: the caller's own topic).",
+        parameters: &[("topic", "$request.body#/topic")],
+        body: None,
+    },
+    LinkSpec {
+        from: "createSubscription",
+        statuses: CREATED,
         to: "pull",
         description: "Pull from the subscription.",
         parameters: &[SUBSCRIPTION],
