@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use utoipa::openapi::extensions::Extensions;
-use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -157,14 +157,7 @@ struct V1Conventions;
 impl Modify for V1Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
+            for operation in operations_mut(item) {
                 if let Some(parameters) = &mut operation.parameters {
                     let mut seen = Vec::new();
                     parameters.retain(|parameter| match parameter {
@@ -208,14 +201,7 @@ impl Modify for V1Conventions {
             if !path.starts_with("/v1/") && path != "/v1" {
                 continue;
             }
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
+            for operation in operations_mut(item) {
                 operation.security = Some(vec![SecurityRequirement::new(
                     "bearerAuth",
                     Vec::<String>::new(),
@@ -234,6 +220,19 @@ impl Modify for V1Conventions {
             }
         }
     }
+}
+
+/// The operations of a path, whichever methods it has.
+pub(crate) fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// A schema written as JSON Schema 2020-12, for what the derives cannot say (`oneOf` between

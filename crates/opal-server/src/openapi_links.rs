@@ -11,6 +11,8 @@ use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{OpenApi, RefOr};
 
+use crate::openapi::operations_mut;
+
 /// A link from the answers of `from` (with one of `statuses`) to the operation `to`.
 struct LinkSpec {
     from: &'static str,
@@ -190,16 +192,7 @@ impl Modify for Links {
 
 fn operation_mut<'a>(openapi: &'a mut OpenApi, id: &str) -> Option<&'a mut Operation> {
     openapi.paths.paths.values_mut().find_map(|item| {
-        [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ]
-        .into_iter()
-        .flatten()
-        .find(|operation| operation.operation_id.as_deref() == Some(id))
+        operations_mut(item).find(|operation| operation.operation_id.as_deref() == Some(id))
     })
 }
 
