@@ -1,9 +1,10 @@
 //! JSON request bodies, with every way a body can be wrong answered as a problem.
 
 use axum::extract::{FromRequest, Request};
+use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
@@ -46,28 +47,24 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
 }
 
 pub(crate) async fn read_body(request: Request, state: &AppState) -> Result<Bytes, Problem> {
-    // The size limit itself is axum's `DefaultBodyLimit`, installed in `router()`.
-    Bytes::from_request(request, state)
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(
-                    ProblemKind::PayloadTooLarge,
-                    format!(
-                        "the request body is larger than the limit of {} bytes",
-                        state.max_body_bytes
-                    ),
-                )
-            } else {
-                Problem::new(
-                    ProblemKind::InvalidRequest,
-                    format!(
-                        "the request body could not be read: {}",
-                        rejection.body_text()
-                    ),
-                )
-            }
-        })
+    // The limit counts the bytes the handler reads, after any decompression (the body guard
+    // counts those on the wire). `Limited` over the body as it is, rather than axum's `Bytes`
+    // extractor: that one boxes the body once more for the same limit, on every publish.
+    let body = http_body_util::Limited::new(request.into_body(), state.max_body_bytes);
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(Problem::new(
+            ProblemKind::PayloadTooLarge,
+            format!(
+                "the request body is larger than the limit of {} bytes",
+                state.max_body_bytes
+            ),
+        )),
+        Err(err) => Err(Problem::new(
+            ProblemKind::InvalidRequest,
+            format!("the request body could not be read: {err}"),
+        )),
+    }
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {

@@ -100,9 +100,10 @@ pub(crate) fn around(routes: Router, config: &ServerConfig) -> Router {
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
-        // The decompressed body goes on to the handlers, whose extractor applies the body limit
-        // (`DefaultBodyLimit`) to the bytes it reads: a small body that inflates past the limit is
-        // a `413` after at most `max_body_bytes` of output, never a buffer of the whole thing.
+        // The decompressed body goes on to the handlers, whose `json::read_body` applies the
+        // body limit to the bytes it reads: a small body that inflates past the limit is a `413`
+        // after at most `max_body_bytes` of output, never a buffer of the whole thing. The same
+        // limit for axum's own body extractors, should a handler ever use one.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .option_layer(cors(&config.cors_origins))
         .layer(ConventionsLayer::new(guard))

@@ -2,18 +2,19 @@
 
 use std::collections::BTreeMap;
 
+use axum::Router;
 use axum::http::{HeaderMap, HeaderName};
 use axum::routing::post;
-use axum::{Json as JsonResponse, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use jiff::Timestamp;
-use opal_core::{BrokerError, Callback, DataEncoding, Limits, Message, NewMessage, PublishResult};
+use opal_core::{BrokerError, Callback, DataEncoding, Limits, Message, NewMessage};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::published::{PublishResponse, Published};
 use super::trace_context::TraceHeaders;
 use super::{AppState, Caller};
 use crate::json::read_body;
@@ -156,38 +157,6 @@ fn present<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Box<RawValue>>, D:
     Box::<RawValue>::deserialize(de).map(Some)
 }
 
-/// What every publish form answers: one result per message, in request order.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(super) struct PublishResponse {
-    pub(super) results: Vec<Published>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(super) struct Published {
-    id: Uuid,
-    partition: u32,
-    /// `null` while a delayed message waits for its time.
-    offset: Option<u64>,
-    /// Always present: `true` when the dedup id was seen inside the window and nothing was stored.
-    duplicate: bool,
-    /// Only for a delayed message (not for a duplicate: the stored message's time is not known).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = String, format = DateTime)]
-    deliver_at: Option<Timestamp>,
-}
-
-impl Published {
-    pub(super) fn new(r: PublishResult, deliver_at: Option<Timestamp>) -> Self {
-        Published {
-            id: r.id,
-            partition: r.partition,
-            offset: r.offset,
-            duplicate: r.duplicate,
-            deliver_at: if r.duplicate { None } else { deliver_at },
-        }
-    }
-}
-
 /// The JSON batch form of `POST /v1/topics/{topic}/messages`, called by
 /// `publish_formats::publish` with what it extracted already (so that nothing is extracted
 /// twice on the busiest route). Answers only once the broker has made every message of the batch
@@ -197,7 +166,7 @@ pub(super) async fn publish(
     caller: Caller,
     topic: String,
     request: axum::extract::Request,
-) -> Result<JsonResponse<PublishResponse>, Problem> {
+) -> Result<PublishResponse, Problem> {
     // Read from the headers before the body takes the request, reported after the body's
     // errors (the order of checks a client sees stays: body, topic, headers).
     let idempotency_key = idempotency_key(request.headers());
@@ -228,13 +197,13 @@ pub(super) async fn publish(
         opal_core::task::ensure_callback_route(state.broker.as_ref(), &app).await?;
     }
     let results = state.broker.publish(&topic, messages).await?;
-    Ok(JsonResponse(PublishResponse {
+    Ok(PublishResponse {
         results: results
             .into_iter()
             .zip(deliver_at)
             .map(|(result, at)| Published::new(result, at))
             .collect(),
-    }))
+    })
 }
 
 /// Checks a publish against the caller's app's rates and storage quota.

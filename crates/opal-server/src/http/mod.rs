@@ -21,6 +21,7 @@ pub(crate) mod keys;
 mod messages;
 pub(crate) mod pagination;
 pub(crate) mod publish_formats;
+mod published;
 pub(crate) mod push;
 pub(crate) mod resend;
 mod revision;

@@ -15,13 +15,18 @@ use opal_core::cloudevent::{self, CE_PREFIX, STRUCTURED_MEDIA_TYPE};
 use opal_core::{BrokerError, DataEncoding, Limits, NewMessage, TopicName};
 
 use super::cloudevents::{self, BATCH_MEDIA_TYPE};
-use super::messages::{self, IDEMPOTENCY_KEY, PublishResponse, Published};
+use super::messages::{self, IDEMPOTENCY_KEY};
+use super::published::{PublishResponse, Published};
 use super::trace_context::TraceHeaders;
 use super::{AppState, Caller};
 use crate::json::read_body;
 use crate::path::Path;
 use crate::problem::{FieldError, Problem, ProblemKind};
 
+/// The header that makes a request a binary-mode CloudEvent (a constant name is not parsed
+/// again on every request).
+const CE_SPECVERSION: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("ce-specversion");
 /// The prefix of the headers that describe a raw message.
 const OPAL_PREFIX: &str = "opal-";
 /// `opal-attr-<name>: <value>`: one attribute of a raw message.
@@ -81,7 +86,7 @@ enum Form {
         ),
     ),
     responses(
-        (status = 200, description = "One result per message, in request order.", body = super::messages::PublishResponse),
+        (status = 200, description = "One result per message, in request order.", body = super::published::PublishResponse),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 404, response = crate::openapi::NotFound),
         (status = 413, response = crate::openapi::PayloadTooLarge),
@@ -170,9 +175,9 @@ async fn store(
     if messages.is_empty() {
         // An empty CloudEvents batch is valid: store nothing, but the topic must exist.
         state.broker.get_topic(topic).await?;
-        return Ok(axum::Json(PublishResponse {
+        return Ok(PublishResponse {
             results: Vec::new(),
-        })
+        }
         .into_response());
     }
     let deliver_at: Vec<Option<Timestamp>> = messages.iter().map(|m| m.deliver_at).collect();
@@ -183,7 +188,7 @@ async fn store(
         .zip(deliver_at)
         .map(|(result, at)| Published::new(result, at))
         .collect();
-    Ok(axum::Json(PublishResponse { results }).into_response())
+    Ok(PublishResponse { results }.into_response())
 }
 
 /// Which form a request is in. The CloudEvents media types win over `ce-` headers (which are
@@ -201,12 +206,16 @@ fn form_of(headers: &HeaderMap) -> Result<Form, Problem> {
         }
     };
     let essence = content_type.map(cloudevent::essence);
-    let first_ce_header = headers
-        .keys()
-        .find(|name| name.as_str().starts_with(CE_PREFIX));
-    let first_opal_header = headers
-        .keys()
-        .find(|name| name.as_str().starts_with(OPAL_PREFIX));
+    // One pass over the header names for both prefixes: this runs for every publish.
+    let (mut first_ce_header, mut first_opal_header) = (None, None);
+    for name in headers.keys() {
+        let text = name.as_str();
+        if first_ce_header.is_none() && text.starts_with(CE_PREFIX) {
+            first_ce_header = Some(name);
+        } else if first_opal_header.is_none() && text.starts_with(OPAL_PREFIX) {
+            first_opal_header = Some(name);
+        }
+    }
     let form = match essence.as_deref() {
         Some(STRUCTURED_MEDIA_TYPE) | Some(BATCH_MEDIA_TYPE) => {
             if let Some(name) = first_ce_header {
@@ -232,7 +241,7 @@ fn form_of(headers: &HeaderMap) -> Result<Form, Problem> {
                 ),
             ));
         }
-        _ if headers.contains_key("ce-specversion") => Form::Binary,
+        _ if first_ce_header.is_some() && headers.contains_key(CE_SPECVERSION) => Form::Binary,
         _ if first_ce_header.is_some() => {
             return Err(Problem::invalid(vec![FieldError::header(
                 "ce-specversion",
