@@ -21,6 +21,7 @@ mod recovery;
 mod retention;
 mod segment;
 mod state;
+mod synced_write;
 mod types;
 mod varint;
 mod writer;

@@ -20,6 +20,7 @@ use crate::recovery::write_index_files;
 use crate::retention;
 use crate::segment::{DATA_EXT, SegmentMeta, file_path};
 use crate::state::{ActiveSegment, Counters, Shared};
+use crate::synced_write::SyncedWrites;
 use crate::types::RetentionRule;
 use crate::types::{Appended, Record};
 
@@ -116,6 +117,8 @@ pub(crate) struct Writer {
     last_group: usize,
     /// Groups left to gather without polling (see `GROUPS_WITHOUT_POLLING`); 0: poll.
     polling_paused: u32,
+    /// Writes that are their own `fdatasync`, for groups within the zeros written ahead.
+    synced_writes: SyncedWrites,
     failed: bool,
 }
 
@@ -153,6 +156,7 @@ impl Writer {
             sync_time: Duration::ZERO,
             last_group: 0,
             polling_paused: 0,
+            synced_writes: SyncedWrites::new(),
             failed: false,
         }
     }
@@ -410,11 +414,21 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let written = self
-            .tail
-            .file
-            .write_all_at(&self.buf, self.tail.written)
-            .and_then(|()| self.allocate_ahead());
+        // Within the zeros written ahead, under `Always`, one call writes and syncs the group;
+        // a group that reaches past them writes more zeros, then syncs both with `sync`.
+        let started = Instant::now();
+        let end = self.tail.written + self.buf.len() as u64;
+        let synced_write =
+            self.shared.config.fsync == FsyncPolicy::Always && end <= self.tail.allocated;
+        let written = if synced_write {
+            self.synced_writes
+                .write_all_at(&self.tail.file, &self.buf, self.tail.written)
+        } else {
+            self.tail
+                .file
+                .write_all_at(&self.buf, self.tail.written)
+                .and_then(|()| self.allocate_ahead())
+        };
         #[cfg(test)]
         let written =
             written.and_then(|()| crate::state::Faults::check(&self.shared.faults.fail_write));
@@ -431,7 +445,11 @@ impl Writer {
         self.unsynced = true;
         match self.shared.config.fsync {
             FsyncPolicy::Always => {
-                self.sync()?;
+                if synced_write {
+                    self.synced(started, Ok(()))?;
+                } else {
+                    self.sync()?;
+                }
                 self.publish();
             }
             FsyncPolicy::Interval(every) => {
@@ -488,6 +506,12 @@ impl Writer {
     fn sync(&mut self) -> Result<()> {
         let started = Instant::now();
         let synced = self.tail.file.sync_data();
+        self.synced(started, synced)
+    }
+
+    /// Records the outcome of a sync that began at `started` (an `fdatasync`, or a write that
+    /// was also one); a failed sync fails the log.
+    fn synced(&mut self, started: Instant, synced: std::io::Result<()>) -> Result<()> {
         #[cfg(test)]
         let synced = synced.and_then(|()| {
             Counters::add(&self.shared.faults.sync_attempts, 1);
