@@ -110,6 +110,34 @@ mod tests {
     }
 
     #[test]
+    fn without_the_flag_it_writes_then_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        // As after a refusal: the two calls.
+        let mut writes = SyncedWrites { dsync: false };
+        writes.write_all_at(&file, b"abc", 0).unwrap();
+        writes.write_all_at(&file, b"def", 3).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcdef");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_a_refused_flag_falls_back() {
+        use rustix::io::Errno;
+        for errno in [Errno::NOSYS, Errno::OPNOTSUPP, Errno::INVAL] {
+            assert!(refuses_the_flag(&errno.into()), "{errno:?}");
+        }
+        for errno in [Errno::IO, Errno::NOSPC, Errno::BADF, Errno::INTR] {
+            assert!(!refuses_the_flag(&errno.into()), "{errno:?}");
+        }
+    }
+
+    #[test]
     fn a_write_to_a_read_only_file_fails() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data");
