@@ -416,10 +416,11 @@ impl Writer {
         }
         // Within the zeros written ahead, under `Always`, one call writes and syncs the group;
         // a group that reaches past them writes more zeros, then syncs both with `sync`.
-        let started = Instant::now();
         let end = self.tail.written + self.buf.len() as u64;
         let synced_write =
             self.shared.config.fsync == FsyncPolicy::Always && end <= self.tail.allocated;
+        // A synced write is timed as `sync` times an `fdatasync`: the gather wait scales with it.
+        let synced_since = synced_write.then(Instant::now);
         let written = if synced_write {
             self.synced_writes
                 .write_all_at(&self.tail.file, &self.buf, self.tail.written)
@@ -445,10 +446,9 @@ impl Writer {
         self.unsynced = true;
         match self.shared.config.fsync {
             FsyncPolicy::Always => {
-                if synced_write {
-                    self.synced(started, Ok(()))?;
-                } else {
-                    self.sync()?;
+                match synced_since {
+                    Some(started) => self.synced(started, Ok(()))?,
+                    None => self.sync()?,
                 }
                 self.publish();
             }
