@@ -26,6 +26,8 @@ shift
 if [ $# -eq 0 ]; then
   set -- "${OPAL_BIN:-/work/target-bench/release/opal}"
 fi
+names=$(for bin in "$@"; do basename "$bin"; done)
+[ "$(sort -u <<<"$names" | wc -l)" -eq $# ] || { echo "binaries need distinct file names" >&2; exit 1; }
 OUT_DIR="${OUT_DIR:-/work/opal-bench-sitting}"
 mkdir -p "$OUT_DIR"
 export DURATION="${DURATION:-5}" PAIRS="${PAIRS:-5}" REFERENCE=1 APP_ROUNDS=0
@@ -48,6 +50,7 @@ echo "# sitting of $RUNS run(s) per binary, $PAIRS pairs of ${DURATION}s per run
 for bin in "$@"; do
   name=$(basename "$bin")
   for run in $(seq "$RUNS"); do
+    [ -f "$OUT_DIR/$name-$run.txt" ] || continue
     awk -v run="$run" '
       /^RESULT (ceiling|single)_[0-9]+ / {
         split($2, label, "_"); sub(/^req_s=/, "", $5)
@@ -69,6 +72,6 @@ for bin in "$@"; do
       mean = sum / n; sd = sqrt((sq - n * mean * mean) / (n - 1))
       printf "%s: single / ceiling %.1f %% over %d pairs (ceiling %.0f req/s, single %.0f req/s, means); mean pair %.1f ± %.1f %% (standard error); runs %.1f-%.1f %%; %d of %d pairs at 50 %% or more; batches %d-%d msg/s\n",
         name, 100 * S / C, n, C / n, S / n, mean, sd / sqrt(n), lo, hi, at50 + 0, n, bmin, bmax
-    }'
+    }' || failed=1
 done
 exit $failed
